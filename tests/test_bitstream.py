@@ -1,0 +1,105 @@
+"""The .vae container: exact layout, and every kind of damage is refused with a clear error."""
+
+import random
+import struct
+import zlib
+
+import pytest
+
+import vaecodec
+from vaecodec.bitstream import MAGIC, OVERHEAD, VERSION, Bitstream
+from vaecodec.errors import CodecError
+
+
+def with_crc(body):
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def test_layout_is_exactly_as_documented():
+    stream = Bitstream(model_id=bytes(range(1, 9)), width=3, height=2, mode="RGBA",
+                       quality=75.5, z=b"ab", y=b"cdef", alpha=b"g")
+    header = bytes.fromhex(
+        "5641451a" "01" "0102030405060708" "00000003" "00000002" "03" "1d7e"
+        "00000002" "00000004" "00000001")
+    assert stream.to_bytes() == with_crc(header + b"abcdefg")
+    assert Bitstream.from_bytes(stream.to_bytes()) == stream
+    assert OVERHEAD == len(header) + 4
+
+
+@pytest.fixture(scope="module")
+def small_file(photo):
+    return vaecodec.compress(photo.crop((0, 0, 40, 30)), quality=50)
+
+
+def test_header_fields_describe_the_image(photo, small_file):
+    stream = Bitstream.from_bytes(small_file)
+    assert (stream.width, stream.height, stream.mode, stream.quality) == (40, 30, "RGB", 50)
+    assert small_file[:5] == MAGIC + bytes([VERSION])
+
+
+def test_every_truncation_is_refused(small_file):
+    for length in range(len(small_file)):
+        with pytest.raises(CodecError):
+            vaecodec.decompress(small_file[:length])
+
+
+def test_every_single_bit_flip_is_detected(small_file):
+    for position in range(len(small_file)):
+        for bit in (0, 5):
+            damaged = bytearray(small_file)
+            damaged[position] ^= 1 << bit
+            with pytest.raises(CodecError):
+                vaecodec.decompress(bytes(damaged))
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"", "bad magic"),
+    (b"GIF89a" + bytes(40), "bad magic"),
+    (MAGIC + bytes([VERSION + 1]) + bytes(60), "version 2 is not supported"),
+])
+def test_foreign_files_are_named(data, message):
+    with pytest.raises(CodecError, match=message):
+        vaecodec.decompress(data)
+
+
+def test_trailing_garbage_is_refused(small_file):
+    with pytest.raises(CodecError, match="unexpected bytes"):
+        vaecodec.decompress(small_file + b"\0")
+
+
+def rewrite(data, **fields):
+    """The same stream with header fields replaced and a valid CRC."""
+    stream = Bitstream.from_bytes(data)
+    values = {name: getattr(stream, name) for name in stream.__dataclass_fields__}
+    values.update(fields)
+    return Bitstream(**values).to_bytes()
+
+
+def test_absurd_size_is_refused_before_decoding(small_file):
+    with pytest.raises(CodecError, match="100000×100000 exceeds the limit"):
+        vaecodec.decompress(rewrite(small_file, width=100000, height=100000))
+
+
+def test_wrong_model_is_refused(small_file):
+    with pytest.raises(CodecError, match="made with model 0000000000000000"):
+        vaecodec.decompress(rewrite(small_file, model_id=bytes(8)))
+
+
+def test_error_is_a_value_error():
+    assert issubclass(vaecodec.CodecError, ValueError)
+
+
+def test_garbage_payloads_never_crash(small_file):
+    """Valid headers around random entropy-coded sections: an image or a CodecError, nothing
+    else (a bounded fuzz run; benchmarks/fuzz.py runs the long one)."""
+    rng = random.Random(1)
+    stream = Bitstream.from_bytes(small_file)
+    for _ in range(60):
+        z = rng.randbytes(4 * rng.randrange(0, 2 * len(stream.z) // 4 + 2))
+        y = rng.randbytes(4 * rng.randrange(0, 2 * len(stream.y) // 4 + 2))
+        data = rewrite(small_file, z=rng.choice([z, stream.z]), y=y)
+        try:
+            image = vaecodec.decompress(data)
+        except CodecError:
+            continue
+        assert image.size == (40, 30)

@@ -1,0 +1,134 @@
+"""The vaecodec command, driven through click's test runner."""
+
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from vaecodec.bitstream import Bitstream
+from vaecodec.cli import main
+
+
+@pytest.fixture
+def folder(tmp_path, photo):
+    photo.save(tmp_path / "a.png")
+    photo.convert("L").save(tmp_path / "b.jpg", quality=95)
+    return tmp_path
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors and "Traceback" not in result.output
+    for fragment in fragments:
+        assert any(fragment in line for line in errors), lines
+
+
+def test_compress_then_decompress(folder):
+    original = (folder / "a.png").read_bytes()
+    assert run("compress", folder / "a.png", "-q", 40).exit_code == 0
+    assert Bitstream.from_bytes((folder / "a.vae").read_bytes()).quality == 40
+    assert run("decompress", folder / "a.vae", "-o", folder / "out.png").exit_code == 0
+    assert Image.open(folder / "out.png").size == Image.open(folder / "a.png").size
+    assert (folder / "a.png").read_bytes() == original
+    assert oct(os.stat(folder / "a.vae").st_mode & 0o777) != "0o600"
+
+
+def test_output_format_follows_extension(folder):
+    run("compress", folder / "a.png")
+    assert run("decompress", folder / "a.vae", "-o", folder / "c.jpg").exit_code == 0
+    assert Image.open(folder / "c.jpg").format == "JPEG"
+
+
+def test_existing_output_is_refused_without_force(folder):
+    (folder / "a.vae").write_bytes(b"keep me")
+    result = run("compress", folder / "a.png")
+    assert_one_line_error(result, "a.vae exists", "--force")
+    assert (folder / "a.vae").read_bytes() == b"keep me"
+    assert run("compress", folder / "a.png", "--force").exit_code == 0
+    assert (folder / "a.vae").read_bytes() != b"keep me"
+
+
+def test_batch_over_a_directory_goes_on_after_a_bad_file(folder):
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = run("compress", folder, "-o", folder / "out")
+    assert_one_line_error(result, "broken.png", "not a readable image")
+    assert sorted(p.name for p in (folder / "out").iterdir()) == ["a.vae", "b.vae"]
+    assert "2 of 3 files done, 1 failed" in result.stderr
+    result = run("decompress", folder / "out", "-o", folder / "png")
+    assert result.exit_code == 0
+    assert Image.open(folder / "png" / "b.png").mode == "L"
+
+
+def test_stdin_to_stdout(folder):
+    result = run("compress", "-", input=(folder / "a.png").read_bytes())
+    assert result.exit_code == 0
+    back = run("decompress", "-", input=result.stdout_bytes)
+    assert back.exit_code == 0 and back.stdout_bytes.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("missing.png", None, "no such file"),
+    ("empty.png", b"", "not a readable image"),
+    ("text.png", b"hello", "not a readable image"),
+])
+def test_bad_inputs_give_one_line(folder, name, content, message):
+    if content is not None:
+        (folder / name).write_bytes(content)
+    result = run("compress", folder / name)
+    assert_one_line_error(result, name, message)
+    assert not (folder / name).with_suffix(".vae").exists()
+
+
+def test_truncated_png_is_refused(folder):
+    data = (folder / "a.png").read_bytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])
+    assert_one_line_error(run("compress", folder / "cut.png"), "cut.png", "not a readable image")
+
+
+def test_same_file_as_input_and_output_is_refused(folder):
+    result = run("compress", folder / "a.png", "-o", folder / "a.png", "--force")
+    assert_one_line_error(result, "same file")
+
+
+def test_unwritable_output_leaves_nothing(folder):
+    result = run("compress", folder / "a.png", "-o", folder / "no" / "such" / "dir.vae")
+    assert_one_line_error(result, "cannot write")
+
+
+def test_corrupt_vae_leaves_no_output(folder):
+    run("compress", folder / "a.png")
+    data = bytearray((folder / "a.vae").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / "bad.vae").write_bytes(bytes(data))
+    assert_one_line_error(run("decompress", folder / "bad.vae"), "bad.vae", "CRC-32")
+    assert not (folder / "bad.png").exists()
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_pixel_limit_flag(folder):
+    result = run("compress", folder / "a.png", "--max-pixels", 100)
+    assert_one_line_error(result, "exceeds the limit of 100 pixels")
+
+
+def test_info_shows_header(folder):
+    run("compress", folder / "a.png", "-q", 33)
+    result = run("info", folder / "a.vae")
+    assert result.exit_code == 0
+    size = (folder / "a.vae").stat().st_size
+    assert f"128×96 RGB, quality 33, {size} bytes" in result.stdout
+    assert f"{8 * size / (128 * 96):.4f} bpp" in result.stdout
+
+
+def test_conversion_note_goes_to_stderr(folder):
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8), "CMYK").save(folder / "c.tif")
+    result = run("compress", folder / "c.tif")
+    assert result.exit_code == 0
+    assert "note:" in result.stderr and "converted CMYK image to RGB" in result.stderr

@@ -1,0 +1,107 @@
+"""Images of every size and mode survive compress → decompress."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import vaecodec
+from vaecodec.bitstream import Bitstream
+
+from conftest import psnr
+
+
+@pytest.mark.parametrize("width,height", [(1, 1), (7, 5), (65, 130), (130, 65), (33, 97)])
+def test_any_size_round_trips(photo, width, height):
+    image = photo.resize((width, height))
+    out = vaecodec.decompress(vaecodec.compress(image, quality=60))
+    assert out.size == (width, height) and out.mode == "RGB"
+
+
+def test_photo_quality_is_usable(photo):
+    out = vaecodec.decompress(vaecodec.compress(photo, quality=75))
+    assert psnr(photo, out) > 28
+
+
+def test_quality_is_monotonic_in_size_and_fidelity(photo):
+    sizes, scores = [], []
+    for quality in (1, 25, 50, 75, 100):
+        data = vaecodec.compress(photo, quality=quality)
+        sizes.append(len(data))
+        scores.append(psnr(photo, vaecodec.decompress(data)))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert scores == sorted(scores)
+
+
+def test_grayscale_stays_grayscale(photo):
+    gray = photo.convert("L")
+    out = vaecodec.decompress(vaecodec.compress(gray))
+    assert out.mode == "L" and psnr(gray, out) > 28
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_kept_exactly(photo, mode):
+    image = photo.convert(mode)
+    alpha = Image.linear_gradient("L").resize(photo.size)
+    image.putalpha(alpha)
+    out = vaecodec.decompress(vaecodec.compress(image))
+    assert out.mode == mode
+    assert np.array_equal(np.asarray(out.getchannel("A")), np.asarray(alpha))
+
+
+def test_uint8_arrays_are_accepted(photo):
+    array = np.asarray(photo)
+    data = vaecodec.compress(array)
+    assert data == vaecodec.compress(photo)
+    assert vaecodec.decompress(vaecodec.compress(array[:, :, 0])).mode == "L"
+
+
+@pytest.mark.parametrize("convert", [
+    lambda im: im.convert("P"),
+    lambda im: im.convert("CMYK"),
+    lambda im: im.convert("I;16"),
+])
+def test_other_modes_become_rgb_with_a_note(photo, convert):
+    with pytest.warns(UserWarning, match="converted"):
+        data = vaecodec.compress(convert(photo))
+    assert Bitstream.from_bytes(data).mode == "RGB"
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    wide = Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16))
+    with pytest.warns(UserWarning):
+        out = vaecodec.decompress(vaecodec.compress(wide, quality=90))
+    assert np.asarray(out).min() > 200
+
+
+def test_exif_orientation_is_applied(photo):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", exif=exif, quality=95)
+    rotated = Image.open(io.BytesIO(buffer.getvalue()))
+    out = vaecodec.decompress(vaecodec.compress(rotated))
+    assert out.size == (photo.height, photo.width)
+
+
+@pytest.mark.parametrize("quality", [0, 101, float("nan"), -5])
+def test_quality_out_of_range_is_refused(photo, quality):
+    with pytest.raises(vaecodec.CodecError, match="quality"):
+        vaecodec.compress(photo, quality=quality)
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros((0, 5, 3), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 5), np.uint8),
+])
+def test_bad_arrays_are_refused(array):
+    with pytest.raises(vaecodec.CodecError):
+        vaecodec.compress(array)
+
+
+def test_pixel_limit_is_enforced(photo):
+    with pytest.raises(vaecodec.CodecError, match="exceeds the limit"):
+        vaecodec.compress(photo, max_pixels=1000)
+    data = vaecodec.compress(photo)
+    with pytest.raises(vaecodec.CodecError, match="exceeds the limit"):
+        vaecodec.decompress(data, max_pixels=1000)

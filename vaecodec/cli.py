@@ -1,0 +1,256 @@
+"""The `vaecodec` command: compress, decompress, info, train.
+
+Every file is handled on its own: a bad one is reported in one line on stderr and the rest are
+still processed; the exit status is 1 when anything failed. Outputs are written to a temporary
+file beside the target and renamed into place, so an error or an interrupt never leaves a partial
+file, and an existing output is only replaced with --force.
+"""
+
+import os
+import signal
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import click
+
+from .bitstream import MAX_PIXELS, Bitstream
+from .errors import CodecError
+
+STDIO = Path("-")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                  ".gif")
+
+
+class Failed(Exception):
+    """A per-file failure whose message is already user-facing."""
+
+
+def _raise_on_sigterm():
+    """Turn `kill` into an exception, so the temporary file is removed on the way out."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vaecodec")
+def main():
+    """vaecodec: a learned image codec (.vae files)."""
+    _raise_on_sigterm()
+
+
+def _expand(inputs, suffixes):
+    """Files named on the command line, with directories replaced by their matching files."""
+    files = []
+    for path in map(Path, inputs):
+        if path != STDIO and path.is_dir():
+            files.extend(sorted(p for p in path.iterdir()
+                                if p.is_file() and p.suffix.lower() in suffixes))
+        else:
+            files.append(path)
+    return files
+
+
+def _plan(inputs, output, suffixes, new_suffix):
+    """Pair every input file with its output path.
+
+    One input file: OUTPUT is the file to write (or a directory to write into); without it the
+    output goes beside the input. Several inputs or a directory: OUTPUT is a directory.
+    `-` reads stdin / writes stdout.
+    """
+    files = _expand(inputs, suffixes)
+    batch = len(inputs) > 1 or any(p != STDIO and p.is_dir() for p in map(Path, inputs))
+    out = Path(output) if output else None
+    if batch and out == STDIO:
+        raise click.UsageError("cannot write several files to stdout")
+    if batch and out is not None:
+        if out.exists() and not out.is_dir():
+            raise click.UsageError(f"{out}: with several inputs, -o must be a directory")
+        out.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for path in files:
+        if path == STDIO:
+            target = out or STDIO
+        elif out is None:
+            target = path.with_suffix(new_suffix)
+        elif out == STDIO or not out.is_dir():
+            target = out
+        else:
+            target = out / (path.stem + new_suffix)
+        pairs.append((path, target))
+    return pairs, batch
+
+
+def _read(path):
+    if path == STDIO:
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise Failed("is a directory, expected a file") from None
+    except FileNotFoundError:
+        raise Failed("no such file") from None
+    except OSError as error:
+        raise Failed(f"cannot read ({error.strerror})") from None
+
+
+def _check_target(source, target, force):
+    if target == STDIO:
+        return
+    if source != STDIO and target.exists() and target.resolve() == source.resolve():
+        raise Failed("input and output are the same file")
+    if target.is_dir():
+        raise Failed(f"output {target} is a directory")
+    if target.exists() and not force:
+        raise Failed(f"output {target} exists (use --force to overwrite)")
+
+
+def _write(target, data):
+    """Write atomically: a temporary file in the target's directory, then a rename."""
+    if target == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as error:
+        raise Failed(f"cannot write {target} ({error.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, target)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise Failed(f"cannot write {target} ({error.strerror})") from None
+        raise
+
+
+def _run(pairs, batch, work, force):
+    """Apply `work(source, target)` to every pair, reporting failures; exit 1 if any failed."""
+    failed = 0
+    items = pairs
+    bar = None
+    if batch and len(pairs) > 1:
+        bar = click.progressbar(pairs, label="vaecodec", file=sys.stderr,
+                                item_show_func=lambda p: p and p[0].name)
+        items = bar.__enter__()
+    try:
+        for source, target in items:
+            name = "<stdin>" if source == STDIO else str(source)
+            try:
+                with warnings.catch_warnings(record=True) as notes:
+                    warnings.simplefilter("always")
+                    _check_target(source, target, force)
+                    work(source, target)
+                for note in notes:
+                    click.echo(f"note: {name}: {note.message}", err=True)
+            except (Failed, CodecError) as error:
+                failed += 1
+                click.echo(f"error: {name}: {error}", err=True)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if batch and len(pairs) > 1:
+        click.echo(f"{len(pairs) - failed} of {len(pairs)} files done"
+                   + (f", {failed} failed" if failed else ""), err=True)
+    if not pairs:
+        click.echo("error: no input files found", err=True)
+    if failed or not pairs:
+        sys.exit(1)
+
+
+_max_pixels = click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
+                           show_default=True, help="Refuse images with more pixels than this.")
+_force = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
+_output = click.option("-o", "--output", type=click.Path(),
+                       help="Output file, or directory when there are several inputs.")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@_output
+@click.option("-q", "--quality", type=click.FloatRange(1, 100), default=75, show_default=True,
+              help="1 (smallest) to 100 (best).")
+@_force
+@_max_pixels
+def compress(inputs, output, quality, force, max_pixels):
+    """Compress images (files or directories; - for stdin) to .vae files."""
+    from .codec import compress as encode
+    from .images import read_image
+
+    def work(source, target):
+        image = read_image(_read(source), max_pixels)
+        _write(target, encode(image, quality, max_pixels=max_pixels))
+
+    pairs, batch = _plan(inputs, output, IMAGE_SUFFIXES, ".vae")
+    _run(pairs, batch, work, force)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@_output
+@_force
+@_max_pixels
+def decompress(inputs, output, force, max_pixels):
+    """Decompress .vae files to images (format from the output extension, PNG by default)."""
+    from .codec import decompress as decode
+    from .images import encode_image
+
+    def work(source, target):
+        image = decode(_read(source), max_pixels=max_pixels)
+        _write(target, encode_image(image, "" if target == STDIO else target.suffix))
+
+    pairs, batch = _plan(inputs, output, (".vae",), ".png")
+    _run(pairs, batch, work, force)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+def info(inputs):
+    """Show the header of .vae files."""
+    def work(source, _):
+        data = _read(source)
+        stream = Bitstream.from_bytes(data, max_pixels=2 ** 64)
+        pixels = stream.width * stream.height
+        click.echo(f"{source}: {stream.width}×{stream.height} {stream.mode}, "
+                   f"quality {stream.quality:g}, {len(data)} bytes, "
+                   f"{8 * len(data) / pixels:.4f} bpp, model {stream.model_id.hex()}")
+
+    pairs = [(path, STDIO) for path in _expand(inputs, (".vae",))]
+    _run(pairs, False, work, force=True)
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--checkpoint", type=click.Path(dir_okay=False), required=True,
+              help="Resumable training state (created if missing).")
+@click.option("--export", type=click.Path(dir_okay=False),
+              help="Write the codec's weights file here when done (e.g. weights/vaecodec.pt).")
+@click.option("--steps", type=click.IntRange(min=1), default=30000, show_default=True,
+              help="Total steps, counting those already in the checkpoint.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
+              help="Stop after this much wall time (this run).")
+@click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--crop", type=click.IntRange(min=64), default=128, show_default=True)
+@click.option("--channels", "n", type=click.IntRange(min=8), default=96, show_default=True,
+              help="Width N of the transforms (new runs only).")
+@click.option("--latents", "m", type=click.IntRange(min=8), default=160, show_default=True,
+              help="Latent channels M (new runs only).")
+def train(data_dir, checkpoint, export, steps, minutes, lr, batch_size, crop, n, m):
+    """Train the model on a folder of images (CUDA when available)."""
+    from .train import train as run
+
+    try:
+        run(data_dir, checkpoint, steps, minutes, batch_size=batch_size, crop=crop, lr=lr,
+            n=n, m=m, export=export, log=lambda line: click.echo(line, err=True))
+    except (ValueError, OSError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)

@@ -1,0 +1,121 @@
+"""Image ⇄ bitstream: the data flow of the codec, top to bottom.
+
+compress:   pixels → pad to a multiple of STRIDE → analysis · gain → y
+            y → hyper_analysis → round → z        (coded against the factorized prior)
+            z → hyper_synthesis → (μ, σ)          (float64, one thread: bit-identical anywhere)
+            s = round(y − μ)                      (coded against a Gaussian of σ snapped to a table)
+decompress: z → (μ, σ) → s → ŷ = s + μ → synthesis · inverse gain → crop → pixels
+
+The prior (μ, σ) is the only float computation that encoder and decoder must agree on exactly,
+since σ selects the coding tables; it is computed in float64 on one CPU thread from integers.
+The big transforms may differ slightly between machines: that moves pixels by a level at most,
+never the entropy decoder.
+"""
+
+import contextlib
+import zlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import entropy, images, weights
+from .bitstream import MAX_PIXELS, Bitstream, quality_code
+from .errors import CodecError
+from .model import STRIDE, mean_scale, quality_position
+
+DEFAULT_QUALITY = 75
+
+
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def prior(codec, z):
+    """(μ, table index per element of y) from the integer hyper-latent z [1, C, h, w]."""
+    with torch.no_grad(), _one_thread():
+        mean, scale = mean_scale(codec.hyper_synthesis64(torch.from_numpy(z).double()))
+    return mean, entropy.scale_index(scale.numpy())
+
+
+def latents(codec, rgb, quality):
+    """The integers the bitstream carries for an H×W×3 uint8 image: (z, s, table of s)."""
+    height, width = rgb.shape[:2]
+    x = torch.tensor(rgb).permute(2, 0, 1)[None].float().div_(255)
+    pad_h, pad_w = -height % STRIDE, -width % STRIDE
+    x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    gain, _ = codec.model.gains(torch.tensor([quality_position(quality)]))
+    with torch.no_grad():
+        y = codec.model.analysis(x) * gain
+        z = torch.round(codec.model.hyper_analysis(y)).numpy().astype(np.int64)
+    mean, table = prior(codec, z)
+    s = torch.round(y.double() - mean).numpy().astype(np.int64)
+    return z, s, table
+
+
+def pixels(codec, s, mean, quality, width, height):
+    """Synthesis from the residuals and the prior mean → H×W×3 uint8."""
+    _, inverse_gain = codec.model.gains(torch.tensor([quality_position(quality)]))
+    y_hat = (torch.from_numpy(s).double() + mean).float()
+    with torch.no_grad():
+        x_hat = codec.model.synthesis(y_hat * inverse_gain)[0, :, :height, :width]
+    return x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _z_tables(z_shape):
+    """Table index of every element of z: its channel."""
+    channels = np.arange(z_shape[1], dtype=np.int64)[None, :, None, None]
+    return np.broadcast_to(channels, z_shape)
+
+
+def compress(image, quality=DEFAULT_QUALITY, weights_path=None, max_pixels=MAX_PIXELS):
+    """Compress a PIL image or H×W[×C] uint8 array to `.vae` bytes. Quality: 1 (smallest) to
+    100 (best)."""
+    quality = quality_code(quality) / 100
+    rgb, alpha, mode = images.split_channels(image, max_pixels)
+    codec = weights.load(weights_path)
+    z, s, table = latents(codec, rgb, quality)
+    alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else b""
+    return Bitstream(
+        model_id=codec.model_id, width=rgb.shape[1], height=rgb.shape[0], mode=mode,
+        quality=quality,
+        z=entropy.encode(z, _z_tables(z.shape), codec.z_tables),
+        y=entropy.encode(s, table, codec.y_tables),
+        alpha=alpha_bytes,
+    ).to_bytes()
+
+
+def decompress(data, weights_path=None, max_pixels=MAX_PIXELS):
+    """Decode `.vae` bytes to a PIL image in the mode it was compressed from."""
+    stream = Bitstream.from_bytes(data, max_pixels)
+    codec = weights.load(weights_path)
+    if stream.model_id != codec.model_id:
+        raise CodecError(f"made with model {stream.model_id.hex()}, but the loaded weights are "
+                         f"{codec.model_id.hex()}; decode with the vaecodec version that made it")
+    y_h, y_w = -(-stream.height // STRIDE) * 4, -(-stream.width // STRIDE) * 4
+    z_shape = (1, codec.model.n, y_h // 4, y_w // 4)
+    z = entropy.decode(stream.z, _z_tables(z_shape), codec.z_tables)
+    mean, table = prior(codec, z)
+    s = entropy.decode(stream.y, table, codec.y_tables)
+    rgb = pixels(codec, s, mean, stream.quality, stream.width, stream.height)
+    alpha = _decode_alpha(stream) if "A" in stream.mode else None
+    return images.join_channels(rgb, alpha, stream.mode)
+
+
+def _decode_alpha(stream):
+    """The zlib-compressed alpha plane, refusing to inflate beyond its known size."""
+    size = stream.width * stream.height
+    inflater = zlib.decompressobj()
+    try:
+        plane = inflater.decompress(stream.alpha, size)
+    except zlib.error as error:
+        raise CodecError(f"alpha section is corrupt ({error})") from None
+    if len(plane) != size or not inflater.eof or inflater.unconsumed_tail:
+        raise CodecError("alpha section is corrupt (wrong size)")
+    return np.frombuffer(plane, dtype=np.uint8).reshape(stream.height, stream.width)

@@ -1,0 +1,161 @@
+"""Entropy coding of integer latents with constriction's range coder.
+
+Every symbol is coded against one of a set of tabulated probability tables (`Tables`): y against
+zero-mean quantized Gaussians, one table per entry of a fixed log-spaced scale table; z against
+the learned factorized prior, one table per channel. The tables are computed once at export and
+stored with the weights, so encoder and decoder use bit-identical models on every machine.
+
+The first and last symbol of every table are escapes carrying the tail mass: a value at or beyond
+an end is coded as that end plus its distance from it, so any value within ±ESCAPE_RANGE of the
+support round-trips exactly.
+"""
+
+from dataclasses import dataclass, field
+
+import constriction
+import numpy as np
+import torch
+
+from .errors import CodecError
+
+SCALES = np.exp(np.linspace(np.log(0.11), np.log(256.0), 64))  # scale table for y
+ESCAPE_RANGE = 1 << 16  # how far beyond a table's ends a value can be coded
+TAIL_MASS = 1e-9  # probability left outside a table's support (then held by its end symbols)
+
+_escape_model = constriction.stream.model.Uniform(ESCAPE_RANGE)
+
+
+@dataclass
+class Tables:
+    """Probability tables: table k covers the integers lows[k] .. lows[k] + len(pmfs[k]) - 1."""
+
+    lows: np.ndarray  # int64 [K]
+    pmfs: list  # K float64 arrays
+    _models: list = field(default=None, init=False, repr=False)
+
+    def models(self):
+        if self._models is None:
+            self._models = [constriction.stream.model.Categorical(p, perfect=False)
+                            for p in self.pmfs]
+        return self._models
+
+    def to_state(self):
+        lengths = np.array([len(p) for p in self.pmfs], dtype=np.int64)
+        return {"lows": torch.from_numpy(self.lows.astype(np.int64)),
+                "lengths": torch.from_numpy(lengths),
+                "pmf": torch.from_numpy(np.concatenate(self.pmfs))}
+
+    @classmethod
+    def from_state(cls, state):
+        bounds = np.cumsum(state["lengths"].numpy())[:-1]
+        return cls(state["lows"].numpy().astype(np.int64),
+                   np.split(state["pmf"].numpy().astype(np.float64), bounds))
+
+
+def _with_tails(cdf_lower, cdf_upper):
+    """PMF from CDF values at the bin edges; the end bins absorb the tails. Every symbol keeps a
+    non-zero probability, so that any value can be coded."""
+    pmf = cdf_upper - cdf_lower
+    pmf[0] = cdf_upper[0]
+    pmf[-1] = 1.0 - cdf_lower[-1]
+    return np.clip(pmf, 1e-30, None)
+
+
+def gaussian_tables():
+    """One table per scale in SCALES: a zero-mean Gaussian quantized to integers. Masses are
+    computed on the lower tail (by symmetry), where float64 keeps its precision."""
+    lows, pmfs = [], []
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    for scale in SCALES:
+        half = int(np.ceil(-normal.icdf(torch.tensor(TAIL_MASS / 2, dtype=torch.float64)) * scale)) + 1
+        distance = torch.arange(-half, half + 1, dtype=torch.float64).abs()
+        lower = normal.cdf((-distance - 0.5) / scale).numpy()
+        upper = normal.cdf((-distance + 0.5) / scale).numpy()
+        pmf = upper - lower
+        pmf[0] = pmf[-1] = normal.cdf(torch.tensor((0.5 - half) / scale)).item()
+        lows.append(-half)
+        pmfs.append(np.clip(pmf, 1e-30, None))
+    return Tables(np.array(lows, dtype=np.int64), pmfs)
+
+
+def factorized_tables(prior, search=1024):
+    """One table per channel of the learned factorized prior, cut where the tails fall below
+    TAIL_MASS (searched within ±search)."""
+    edges = torch.arange(-search, search + 2, dtype=torch.float64) - 0.5
+    cdf = prior.cdf(edges).numpy()  # [C, 2·search + 2]: CDF at v − ½ for v = −search .. search+1
+    lows, pmfs = [], []
+    for row in cdf:
+        first = max(0, int(np.searchsorted(row, TAIL_MASS / 2)) - 1)
+        last = min(len(row) - 2, int(np.searchsorted(row, 1 - TAIL_MASS / 2)))
+        last = max(last, first + 1)  # at least two symbols
+        lows.append(first - search)
+        pmfs.append(_with_tails(row[first:last + 1], row[first + 1:last + 2]))
+    return Tables(np.array(lows, dtype=np.int64), pmfs)
+
+
+def scale_index(scale):
+    """Snap predicted scales to the nearest entry (in log space) of SCALES."""
+    step = np.log(SCALES[1] / SCALES[0])
+    index = np.floor((np.log(scale) - np.log(SCALES[0])) / step + 0.5)
+    return np.clip(index, 0, len(SCALES) - 1).astype(np.int64)
+
+
+def encode(values, table, tables):
+    """Code integer `values` (any shape) against `tables`; `table[i]` picks the table of
+    values[i]. Returns the compressed bytes."""
+    values, table, order, ends = _layout(values, table, tables)
+    low = tables.lows[table]
+    high = low + np.array([len(p) for p in tables.pmfs])[table] - 1
+    values = np.clip(values, low - ESCAPE_RANGE + 1, high + ESCAPE_RANGE - 1)
+    symbols = (np.clip(values, low, high) - low).astype(np.int32)
+    encoder = constriction.stream.queue.RangeEncoder()
+    models = tables.models()
+    for k, start, stop in ends:
+        encoder.encode(symbols[start:stop], models[k])
+    escaped = (values <= low) | (values >= high)
+    distance = np.where(values <= low, low - values, values - high)[escaped]
+    encoder.encode(distance.astype(np.int32), _escape_model)
+    return encoder.get_compressed().tobytes()
+
+
+def decode(data, table, tables):
+    """Inverse of `encode`: the integer values, shaped like `table`."""
+    if len(data) % 4:
+        raise CodecError("entropy-coded section has a length that is not a multiple of 4")
+    shape = np.shape(table)
+    _, table, order, ends = _layout(np.zeros(shape, dtype=np.int64), table, tables)
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype=np.uint32))
+    models = tables.models()
+    symbols = np.empty(len(table), dtype=np.int64)
+    try:
+        for k, start, stop in ends:
+            symbols[start:stop] = decoder.decode(models[k], stop - start)
+        low = tables.lows[table]
+        values = symbols + low
+        at_low = symbols == 0
+        at_high = symbols == np.array([len(p) for p in tables.pmfs])[table] - 1
+        escaped = at_low | at_high
+        distance = decoder.decode(_escape_model, int(escaped.sum())).astype(np.int64)
+    except Exception as error:  # constriction reports corrupt input as generic errors
+        raise CodecError(f"entropy-coded data is corrupt ({error})") from None
+    values[escaped] += np.where(at_low[escaped], -distance, distance)
+    out = np.empty(len(table), dtype=np.int64)
+    out[order] = values
+    return out.reshape(shape)
+
+
+def _layout(values, table, tables):
+    """Flatten and group the symbols by table (stable, so raster order within a table): the
+    coding order shared by encoder and decoder. Returns (values, table) in that order, the
+    permutation, and (table, start, stop) for each run."""
+    table = np.asarray(table, dtype=np.int64).reshape(-1)
+    if table.size and (table.min() < 0 or table.max() >= len(tables.pmfs)):
+        raise CodecError("probability table index out of range")
+    order = np.argsort(table, kind="stable")
+    table = table[order]
+    values = np.asarray(values, dtype=np.int64).reshape(-1)[order]
+    changes = np.flatnonzero(np.diff(table)) + 1
+    starts = np.concatenate([[0], changes]).astype(np.int64)
+    stops = np.concatenate([changes, [len(table)]]).astype(np.int64)
+    ends = [(int(table[s]), int(s), int(e)) for s, e in zip(starts, stops) if e > s]
+    return values, table, order, ends

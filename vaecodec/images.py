@@ -1,0 +1,106 @@
+"""Images in and out: what users hand us (PIL images, arrays, files) becomes an RGB uint8 array
+plus an optional alpha plane, and decoded arrays become PIL images in the original mode."""
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .bitstream import MAX_PIXELS
+from .errors import CodecError
+
+_ARRAY_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def split_channels(image, max_pixels=MAX_PIXELS):
+    """PIL image or H×W[×C] uint8 array → (rgb H×W×3 uint8, alpha H×W uint8 or None, mode).
+
+    Modes other than L, LA, RGB and RGBA are converted (palette, 16-bit, CMYK … → RGB, or RGBA
+    where they carry transparency) with a warning, since the codec stores only those four.
+    """
+    if isinstance(image, Image.Image):
+        array, mode = _from_pil(image)
+    else:
+        array = np.asarray(image)
+        if array.dtype != np.uint8:
+            raise CodecError(f"image arrays must be uint8, got {array.dtype}")
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if array.ndim != 3 or array.shape[2] not in _ARRAY_MODES:
+            raise CodecError(f"image arrays must be H×W or H×W×C with C in 1..4, got {array.shape}")
+        mode = _ARRAY_MODES[array.shape[2]]
+    if array.ndim == 2:  # PIL's L images
+        array = array[:, :, None]
+    height, width = array.shape[:2]
+    if width < 1 or height < 1:
+        raise CodecError(f"image has no pixels ({width}×{height})")
+    if width * height > max_pixels:
+        raise CodecError(f"image of {width}×{height} exceeds the limit of {max_pixels} pixels")
+    color = array[:, :, :3] if array.shape[2] >= 3 else np.repeat(array[:, :, :1], 3, axis=2)
+    alpha = array[:, :, -1] if mode.endswith("A") else None
+    return np.ascontiguousarray(color), alpha, mode
+
+
+def _from_pil(image):
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return np.asarray(image), mode
+    if mode.startswith("I;16") or mode == "I":
+        wide = np.asarray(image.convert("I")).astype(np.float64)
+        target = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(target, "L").convert("RGB")
+    elif mode in ("P", "PA", "1") and ("transparency" in image.info or mode == "PA"):
+        image = image.convert("RGBA")
+    elif mode in ("PA", "La"):
+        image = image.convert("RGBA")
+    else:
+        image = image.convert("RGB")
+    warnings.warn(f"converted {mode} image to {image.mode}", stacklevel=3)
+    return np.asarray(image), image.mode
+
+
+def join_channels(rgb, alpha, mode):
+    """Inverse of `split_channels`: a PIL image in `mode`."""
+    image = Image.fromarray(rgb, "RGB")
+    if mode in ("L", "LA"):
+        image = image.convert("L")
+    if alpha is not None:
+        image.putalpha(Image.fromarray(alpha, "L"))
+    return image
+
+
+def read_image(data, max_pixels=MAX_PIXELS):
+    """Decode image file bytes with Pillow, fully, so that truncated files fail here; the size is
+    checked against `max_pixels` from the header, before the pixels are allocated."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise CodecError(f"image of {width}×{height} exceeds the limit of {max_pixels} pixels")
+        image.load()
+        return image
+    except CodecError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise CodecError(f"image too large ({error})") from None
+    except Exception as error:
+        raise CodecError(f"not a readable image ({error})") from None
+
+
+def encode_image(image, extension):
+    """Encode a PIL image for a file with this extension (e.g. '.png'); PNG when empty."""
+    formats = Image.registered_extensions()
+    fmt = formats.get(extension.lower() or ".png")
+    if fmt is None or fmt not in Image.SAVE:
+        raise CodecError(f"cannot write images with extension '{extension}'")
+    if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
+        image = image.convert(image.mode[:-1])
+        warnings.warn("JPEG has no alpha channel: alpha dropped", stacklevel=2)
+    out = io.BytesIO()
+    try:
+        image.save(out, format=fmt)
+    except Exception as error:
+        raise CodecError(f"cannot write {fmt}: {error}") from None
+    return out.getvalue()

@@ -1,0 +1,161 @@
+"""The compression VAE: analysis → latent y, hyperprior z → per-element Gaussian (mean, scale)
+for y, synthesis → pixels (Ballé et al. 2018, Minnen et al. 2018, mean-scale hyperprior).
+
+One model serves every quality through gain units (Cui et al. 2021): a per-channel gain on y
+for each training λ, interpolated in log space for the qualities in between.
+"""
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Rate–distortion trade-offs trained into the gain units, from low to high quality.
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932)
+SCALE_MIN = 0.11  # smallest Gaussian scale the prior predicts (and the coder's table starts at)
+STRIDE = 64  # y is 1/16 of the image, z a further 1/4: images are padded to a multiple of this
+
+
+def quality_position(quality):
+    """Map quality 1..100 onto a continuous index into LAMBDAS (0 .. len-1)."""
+    return (min(max(float(quality), 1.0), 100.0) - 1.0) / 99.0 * (len(LAMBDAS) - 1)
+
+
+def _conv(cin, cout, kernel=5, stride=2):
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
+
+
+def _deconv(cin, cout, kernel=5, stride=2):
+    return nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=kernel // 2,
+                              output_padding=stride - 1)
+
+
+class GDN(nn.Module):
+    """Simplified generalized divisive normalization (Johnston et al. 2019):
+    x / (β + γ|x|), or x · (β + γ|x|) when inverse. Cheaper than the square-root form and as good."""
+
+    def __init__(self, channels, inverse=False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.ones(channels))
+        gamma = torch.full((channels, channels), 1e-4) + 0.1 * torch.eye(channels)
+        self.gamma = nn.Parameter(gamma)
+
+    def forward(self, x):
+        weight = self.gamma.abs().to(x.dtype)[:, :, None, None]
+        norm = F.conv2d(x.abs(), weight, self.beta.abs().to(x.dtype) + 1e-6)
+        return x * norm if self.inverse else x / norm
+
+
+class FactorizedPrior(nn.Module):
+    """Learned non-parametric density of z, one per channel (Ballé et al. 2018, appendix 6.1).
+    It models a cumulative distribution with a small monotonic network."""
+
+    FILTERS = (1, 3, 3, 3, 1)
+
+    def __init__(self, channels, init_scale=10.0):
+        super().__init__()
+        scale = init_scale ** (1 / (len(self.FILTERS) - 1))
+        self.matrices = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.factors = nn.ParameterList()
+        for i, (fin, fout) in enumerate(zip(self.FILTERS[:-1], self.FILTERS[1:])):
+            init = math.log(math.expm1(1 / scale / fout))
+            self.matrices.append(nn.Parameter(torch.full((channels, fout, fin), init)))
+            self.biases.append(nn.Parameter(torch.rand(channels, fout, 1) - 0.5))
+            if i < len(self.FILTERS) - 2:
+                self.factors.append(nn.Parameter(torch.zeros(channels, fout, 1)))
+
+    def _logits_cdf(self, v):
+        """v: [C, 1, n] → logits of the CDF at v, same shape."""
+        for i, (matrix, bias) in enumerate(zip(self.matrices, self.biases)):
+            v = torch.matmul(F.softplus(matrix), v) + bias
+            if i < len(self.factors):
+                v = v + torch.tanh(self.factors[i]) * torch.tanh(v)
+        return v
+
+    def likelihood(self, z):
+        """Probability mass of the unit-width bin around each element of z: [B, C, H, W]."""
+        b, c, h, w = z.shape
+        v = z.permute(1, 0, 2, 3).reshape(c, 1, -1)
+        lower = self._logits_cdf(v - 0.5)
+        upper = self._logits_cdf(v + 0.5)
+        sign = -torch.sign(lower + upper).detach()  # evaluate in the tail that keeps precision
+        mass = (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs()
+        return mass.reshape(c, b, h, w).permute(1, 0, 2, 3)
+
+    def cdf(self, points):
+        """CDF of every channel at the given points (1-D) → [C, len(points)] in float64."""
+        c = self.matrices[0].shape[0]
+        v = points.to(torch.float64).reshape(1, 1, -1).expand(c, 1, -1)
+        with torch.no_grad():
+            return torch.sigmoid(copy.deepcopy(self).double()._logits_cdf(v)).reshape(c, -1)
+
+
+def gaussian_likelihood(residual, scale):
+    """Mass of the unit-width bin around `residual` under N(0, scale²)."""
+    v = residual.abs()
+    normal = torch.distributions.Normal(0.0, 1.0)
+    return normal.cdf((0.5 - v) / scale) - normal.cdf((-0.5 - v) / scale)
+
+
+def mean_scale(hyper_output):
+    """Split the hyper-synthesis output into the mean and the (positive) scale of y."""
+    mean, raw = hyper_output.chunk(2, dim=1)
+    return mean, SCALE_MIN + F.softplus(raw)
+
+
+class VAE(nn.Module):
+    """Mean-scale hyperprior VAE with gain units. N: transform width, M: latent channels."""
+
+    def __init__(self, n=128, m=192):
+        super().__init__()
+        self.n, self.m = n, m
+        self.analysis = nn.Sequential(
+            _conv(3, n), GDN(n), _conv(n, n), GDN(n), _conv(n, n), GDN(n), _conv(n, m))
+        self.synthesis = nn.Sequential(
+            _deconv(m, n), GDN(n, inverse=True), _deconv(n, n), GDN(n, inverse=True),
+            _deconv(n, n), GDN(n, inverse=True), _deconv(n, 3))
+        self.hyper_analysis = nn.Sequential(
+            _conv(m, n, 3, 1), nn.LeakyReLU(), _conv(n, n), nn.LeakyReLU(), _conv(n, n))
+        self.hyper_synthesis = nn.Sequential(
+            _deconv(n, m), nn.LeakyReLU(), _deconv(m, m * 3 // 2), nn.LeakyReLU(),
+            _conv(m * 3 // 2, m * 2, 3, 1))
+        self.z_prior = FactorizedPrior(n)
+        self.log_gain = nn.Parameter(torch.zeros(len(LAMBDAS), m))
+        self.log_inverse_gain = nn.Parameter(torch.zeros(len(LAMBDAS), m))
+
+    def gains(self, position):
+        """Gain and inverse gain for each position into LAMBDAS (tensor [B] of floats) → [B, M, 1, 1]
+        each; fractional positions interpolate in log space."""
+        position = position.to(self.log_gain.device, torch.float32)
+        low = position.floor().long().clamp(0, len(LAMBDAS) - 1)
+        high = (low + 1).clamp(max=len(LAMBDAS) - 1)
+        t = (position - low)[:, None]
+
+        def interpolate(table):
+            return torch.exp(table[low] * (1 - t) + table[high] * t)[:, :, None, None]
+
+        return interpolate(self.log_gain), interpolate(self.log_inverse_gain)
+
+    def prior(self, z_hat):
+        """Mean and scale of y predicted from the quantized hyper-latent."""
+        return mean_scale(self.hyper_synthesis(z_hat))
+
+    def forward(self, x, position):
+        """Training pass: uniform noise for the rates, straight-through rounding for what the
+        decoders see (mixed quantization). Returns the reconstruction and bits per image."""
+        gain, inverse_gain = self.gains(position)
+        y = self.analysis(x).float() * gain
+        z = self.hyper_analysis(y)
+        z_hat = z + (torch.round(z) - z).detach()
+        z_bits = -torch.log2(self.z_prior.likelihood(z + torch.rand_like(z) - 0.5).clamp_min(1e-9))
+        mean, scale = self.prior(z_hat)
+        y_noisy = y + torch.rand_like(y) - 0.5
+        y_bits = -torch.log2(gaussian_likelihood(y_noisy - mean, scale).clamp_min(1e-9))
+        y_hat = y + (torch.round(y - mean) + mean - y).detach()
+        x_hat = self.synthesis(y_hat * inverse_gain)
+        bits = y_bits.sum(dim=(1, 2, 3)) + z_bits.sum(dim=(1, 2, 3))
+        return x_hat.float(), bits
