@@ -4,19 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+SAMPLE = Path(__file__).resolve().parent / "data" / "kodim23-crop.png"  # 384×256 from Kodak
 
 
 @pytest.fixture(scope="session")
 def photo():
-    """A 96×128 crop of a real photo (Kodak), or a smooth synthetic image without the data."""
-    path = KODAK / "kodim23.png"
-    if path.exists():
-        with Image.open(path) as image:
-            return image.convert("RGB").crop((300, 100, 428, 196))
-    yy, xx = np.mgrid[0:96, 0:128]
-    array = np.stack([xx * 2, yy * 2, (xx + yy)], axis=2).astype(np.uint8)
-    return Image.fromarray(array, "RGB")
+    """A 128×96 crop of a real photo."""
+    with Image.open(SAMPLE) as image:
+        return image.convert("RGB").crop((108, 4, 236, 100))
 
 
 def psnr(a, b):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import KODAK
+from conftest import SAMPLE
 
 SCRIPT = """
 import hashlib, sys, numpy as np, torch
@@ -19,11 +19,10 @@ print(hashlib.sha256(data).hexdigest(), hashlib.sha256(pixels.tobytes()).hexdige
 """
 
 
-@pytest.mark.skipif(not (KODAK / "kodim05.png").exists(), reason="needs ../shared/data/kodak")
 @pytest.mark.parametrize("quality", [20, 85])
 def test_fresh_processes_agree_across_thread_counts(quality):
     results = {
-        subprocess.run([sys.executable, "-c", SCRIPT, str(threads), str(KODAK / "kodim05.png"),
+        subprocess.run([sys.executable, "-c", SCRIPT, str(threads), str(SAMPLE),
                         str(quality)], check=True, capture_output=True, text=True).stdout
         for threads in (1, 2, 1, 2)
     }

@@ -6,6 +6,7 @@ file beside the target and renamed into place, so an error or an interrupt never
 file, and an existing output is only replaced with --force.
 """
 
+import importlib.util
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from .bench import CODECS
 from .bitstream import MAX_PIXELS, Bitstream
 from .errors import CodecError
 
@@ -254,3 +256,37 @@ def train(data_dir, checkpoint, export, steps, minutes, lr, batch_size, crop, n,
     except (ValueError, OSError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
+
+
+@main.command()
+@click.argument("images_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for results.json, results.md and rd.png.")
+@click.option("--codecs", default=",".join(CODECS), show_default=True,
+              help="Comma-separated subset of the codecs.")
+@click.option("--qualities", help="Comma-separated vaecodec qualities (default: a sweep of 8).")
+@click.option("--max-images", type=click.IntRange(min=1), help="Use only the first N images.")
+def bench(images_dir, out_dir, codecs, qualities, max_images):
+    """Rate–distortion benchmark against JPEG, WebP, AVIF, JPEG XL and JPEG 2000."""
+    from . import bench as benchmark
+
+    names = [c.strip() for c in codecs.split(",") if c.strip()]
+    unknown = sorted(set(names) - set(CODECS))
+    if unknown:
+        raise click.UsageError(f"unknown codecs {', '.join(unknown)}; choose from {', '.join(CODECS)}")
+    needed = (["imagecodecs"] if set(names) - {"vaecodec"} else []) + ["pytorch_msssim"]
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        click.echo(f"error: {', '.join(missing)} not installed; pip install 'vaecodec[bench]'",
+                   err=True)
+        sys.exit(1)
+    try:
+        levels = [float(q) for q in qualities.split(",")] if qualities else None
+    except ValueError:
+        raise click.UsageError(f"--qualities must be numbers, got {qualities!r}") from None
+    summary = benchmark.run(images_dir, out_dir, names, levels, max_images,
+                            progress=lambda codec, image: click.echo(f"{codec} {image}", err=True))
+    for name, value in summary["bd_rate_psnr"].items():
+        shown = "n/a" if value is None else f"{value:+.1f} %"
+        click.echo(f"BD-rate (PSNR) of vaecodec vs {name}: {shown}")
+    click.echo(f"results in {out_dir}")

@@ -115,7 +115,7 @@ def encode(values, table, tables):
     escaped = (values <= low) | (values >= high)
     distance = np.where(values <= low, low - values, values - high)[escaped]
     encoder.encode(distance.astype(np.int32), _escape_model)
-    return encoder.get_compressed().tobytes()
+    return encoder.get_compressed().astype("<u4").tobytes()  # little-endian words
 
 
 def decode(data, table, tables):
@@ -124,7 +124,8 @@ def decode(data, table, tables):
         raise CodecError("entropy-coded section has a length that is not a multiple of 4")
     shape = np.shape(table)
     _, table, order, ends = _layout(np.zeros(shape, dtype=np.int64), table, tables)
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype=np.uint32))
+    decoder = constriction.stream.queue.RangeDecoder(
+        np.frombuffer(data, dtype="<u4").astype(np.uint32))
     models = tables.models()
     symbols = np.empty(len(table), dtype=np.int64)
     try:

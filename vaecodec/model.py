@@ -23,6 +23,12 @@ def quality_position(quality):
     return (min(max(float(quality), 1.0), 100.0) - 1.0) / 99.0 * (len(LAMBDAS) - 1)
 
 
+def gain_spread():
+    """log(√(λ / middle λ)) for every λ: the initial log-gains."""
+    lambdas = torch.tensor(LAMBDAS)
+    return 0.5 * torch.log(lambdas / lambdas[len(LAMBDAS) // 2])
+
+
 def _conv(cin, cout, kernel=5, stride=2):
     return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
 
@@ -44,8 +50,10 @@ class GDN(nn.Module):
         self.gamma = nn.Parameter(gamma)
 
     def forward(self, x):
-        weight = self.gamma.abs().to(x.dtype)[:, :, None, None]
-        norm = F.conv2d(x.abs(), weight, self.beta.abs().to(x.dtype) + 1e-6)
+        # A matrix product rather than a 1×1 convolution: oneDNN's 1×1 convolution rounds
+        # differently with 1 or 2 threads, the product does not, so decoded pixels are the same.
+        gamma, beta = self.gamma.abs().to(x.dtype), self.beta.abs().to(x.dtype) + 1e-6
+        norm = torch.matmul(gamma, x.abs().flatten(2)).view_as(x) + beta[:, None, None]
         return x * norm if self.inverse else x / norm
 
 
@@ -124,8 +132,11 @@ class VAE(nn.Module):
             _deconv(n, m), nn.LeakyReLU(), _deconv(m, m * 3 // 2), nn.LeakyReLU(),
             _conv(m * 3 // 2, m * 2, 3, 1))
         self.z_prior = FactorizedPrior(n)
-        self.log_gain = nn.Parameter(torch.zeros(len(LAMBDAS), m))
-        self.log_inverse_gain = nn.Parameter(torch.zeros(len(LAMBDAS), m))
+        # Gains start spaced as rate–distortion theory suggests (quantization step ∝ 1/√λ), so
+        # every λ gets its own rate from the first step instead of all collapsing to one.
+        spread = gain_spread()[:, None].repeat(1, m)
+        self.log_gain = nn.Parameter(spread)
+        self.log_inverse_gain = nn.Parameter(-spread)
 
     def gains(self, position):
         """Gain and inverse gain for each position into LAMBDAS (tensor [B] of floats) → [B, M, 1, 1]
