@@ -1,6 +1,5 @@
 """The .vae container: exact layout, and every kind of damage is refused with a clear error."""
 
-import random
 import struct
 import zlib
 
@@ -87,19 +86,3 @@ def test_wrong_model_is_refused(small_file):
 
 def test_error_is_a_value_error():
     assert issubclass(vaecodec.CodecError, ValueError)
-
-
-def test_garbage_payloads_never_crash(small_file):
-    """Valid headers around random entropy-coded sections: an image or a CodecError, nothing
-    else (a bounded fuzz run; benchmarks/fuzz.py runs the long one)."""
-    rng = random.Random(1)
-    stream = Bitstream.from_bytes(small_file)
-    for _ in range(60):
-        z = rng.randbytes(4 * rng.randrange(0, 2 * len(stream.z) // 4 + 2))
-        y = rng.randbytes(4 * rng.randrange(0, 2 * len(stream.y) // 4 + 2))
-        data = rewrite(small_file, z=rng.choice([z, stream.z]), y=y)
-        try:
-            image = vaecodec.decompress(data)
-        except CodecError:
-            continue
-        assert image.size == (40, 30)

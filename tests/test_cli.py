@@ -132,3 +132,30 @@ def test_conversion_note_goes_to_stderr(folder):
     result = run("compress", folder / "c.tif")
     assert result.exit_code == 0
     assert "note:" in result.stderr and "converted CMYK image to RGB" in result.stderr
+
+
+def test_interrupt_while_writing_leaves_nothing(folder, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("vaecodec.cli.os.replace", interrupted)
+    result = run("compress", folder / "a.png")
+    assert result.exit_code == 1 and "Aborted" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.jpg"]
+
+
+def test_kill_gives_a_clean_exit(folder):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "vaecodec", "compress", str(folder)],
+                               stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    if process.returncode == 0:  # finished before the signal: nothing to check
+        return
+    assert process.returncode == 1 and b"Traceback" not in stderr
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]

@@ -1,0 +1,50 @@
+"""Decoding cannot desynchronize: the entropy decoder's probabilities come from integers through a
+float64 hyper-synthesis on one thread, so only the synthesis transform may differ between
+precision paths or devices, and that moves pixels by a level or so, not the whole image."""
+
+import copy
+
+import numpy as np
+import torch
+
+from vaecodec import codec, weights
+from vaecodec.model import quality_position
+
+
+def synthesize(loaded, rgb, quality, dtype, autocast=False):
+    z, s, _ = codec.latents(loaded, rgb, quality)
+    mean, _ = codec.prior(loaded, z)
+    model = copy.deepcopy(loaded.model).to(dtype)
+    _, inverse_gain = model.gains(torch.tensor([quality_position(quality)]))
+    y_hat = (torch.from_numpy(s).double() + mean).to(dtype)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        x_hat = model.synthesis(y_hat * inverse_gain.to(dtype)).float()
+    h, w = rgb.shape[:2]
+    return x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
+
+
+def test_precision_paths_differ_by_at_most_a_level(photo):
+    loaded = weights.load()
+    rgb = np.asarray(photo)
+    decoded = np.asarray(codec.decompress(codec.compress(photo, 60))).astype(np.float64)
+    float64 = synthesize(loaded, rgb, 60, torch.float64)
+    bfloat16 = synthesize(loaded, rgb, 60, torch.float32, autocast=True)
+    assert np.abs(decoded - float64).max() <= 1
+    assert np.mean(decoded != float64) < 0.01
+    # bf16 keeps 8 bits of mantissa: pixels move a few levels, the picture stays the same.
+    assert np.abs(decoded - bfloat16).mean() < 1.5
+
+
+def test_prior_is_identical_across_thread_counts(photo):
+    loaded = weights.load()
+    z, _, table = codec.latents(loaded, np.asarray(photo), 40)
+    results = []
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            results.append(codec.prior(loaded, z))
+        finally:
+            torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1], results[1][1]) and np.array_equal(results[0][1], table)
