@@ -159,3 +159,22 @@ def test_kill_gives_a_clean_exit(folder):
         return
     assert process.returncode == 1 and b"Traceback" not in stderr
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_gigantic_png_is_refused_before_decoding(folder):
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    (folder / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                                      + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+                                      + chunk(b"IEND", b""))
+    result = run("compress", folder / "huge.png")
+    assert_one_line_error(result, "huge.png", "100000×100000 exceeds the limit")
+
+
+def test_empty_directory_is_an_error(tmp_path):
+    assert_one_line_error(run("compress", tmp_path), "no input files found")

@@ -74,6 +74,8 @@ def join_channels(rgb, alpha, mode):
 def read_image(data, max_pixels=MAX_PIXELS):
     """Decode image file bytes with Pillow, fully, so that truncated files fail here; the size is
     checked against `max_pixels` from the header, before the pixels are allocated."""
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # ours, checked below from the header, replaces Pillow's
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
@@ -83,10 +85,10 @@ def read_image(data, max_pixels=MAX_PIXELS):
         return image
     except CodecError:
         raise
-    except Image.DecompressionBombError as error:
-        raise CodecError(f"image too large ({error})") from None
     except Exception as error:
         raise CodecError(f"not a readable image ({error})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
 def encode_image(image, extension):
