@@ -66,8 +66,9 @@ def gaussian_tables():
     computed on the lower tail (by symmetry), where float64 keeps its precision."""
     lows, pmfs = [], []
     normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    tail = -normal.icdf(torch.tensor(TAIL_MASS / 2, dtype=torch.float64)).item()
     for scale in SCALES:
-        half = int(np.ceil(-normal.icdf(torch.tensor(TAIL_MASS / 2, dtype=torch.float64)) * scale)) + 1
+        half = int(np.ceil(tail * scale)) + 1
         distance = torch.arange(-half, half + 1, dtype=torch.float64).abs()
         lower = normal.cdf((-distance - 0.5) / scale).numpy()
         upper = normal.cdf((-distance + 0.5) / scale).numpy()
