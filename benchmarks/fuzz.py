@@ -42,7 +42,7 @@ def _rewrite(data, rng):
     if choice == 0:
         fields["width"], fields["height"] = rng.choice(
             [(rng.randrange(1, 200), rng.randrange(1, 200)), (100000, 100000),
-             (2 ** 32 - 1, 1), (rng.randrange(1, 10), rng.randrange(1, 10))])
+             (2 ** 32 - 1, 1), (2 ** 26, 1), (1, 2 ** 20), (rng.randrange(1, 10), rng.randrange(1, 10))])
     elif choice == 1:
         fields["mode"] = rng.choice(["L", "LA", "RGB", "RGBA"])
     elif choice == 2:
@@ -82,7 +82,7 @@ def mutate(data, rng):
     return _rewrite(data, rng)
 
 
-class Hang(Exception):
+class Hang(BaseException):  # not an Exception, so that no `except Exception` can swallow it
     pass
 
 

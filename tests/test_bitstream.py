@@ -53,6 +53,7 @@ def test_every_single_bit_flip_is_detected(small_file):
 
 @pytest.mark.parametrize("data,message", [
     (b"", "bad magic"),
+    (MAGIC, "truncated"),
     (b"GIF89a" + bytes(40), "bad magic"),
     (MAGIC + bytes([VERSION + 1]) + bytes(60), "version 2 is not supported"),
 ])
@@ -77,6 +78,11 @@ def rewrite(data, **fields):
 def test_absurd_size_is_refused_before_decoding(small_file):
     with pytest.raises(CodecError, match="100000×100000 exceeds the limit"):
         vaecodec.decompress(rewrite(small_file, width=100000, height=100000))
+
+
+def test_thin_image_is_refused_by_its_padded_size(small_file):
+    with pytest.raises(CodecError, match="exceeds the limit"):
+        vaecodec.decompress(rewrite(small_file, width=2 ** 26, height=1))
 
 
 def test_wrong_model_is_refused(small_file):

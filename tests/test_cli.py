@@ -101,6 +101,20 @@ def test_same_file_as_input_and_output_is_refused(folder):
 def test_unwritable_output_leaves_nothing(folder):
     result = run("compress", folder / "a.png", "-o", folder / "no" / "such" / "dir.vae")
     assert_one_line_error(result, "cannot write")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.jpg"]
+
+
+def test_colliding_outputs_are_refused_before_any_work(folder):
+    (folder / "b.png").write_bytes((folder / "a.png").read_bytes())
+    result = run("compress", folder, "-o", folder / "out")
+    assert result.exit_code == 2 and "would both be written to" in result.output
+    assert not list((folder / "out").iterdir())
+
+
+def test_stdin_into_a_directory(folder):
+    (folder / "out").mkdir()
+    result = run("compress", "-", "-o", folder / "out", input=(folder / "a.png").read_bytes())
+    assert result.exit_code == 0 and (folder / "out" / "stdin.vae").exists()
 
 
 def test_corrupt_vae_leaves_no_output(folder):

@@ -36,9 +36,26 @@ def test_scale_index_snaps_to_nearest_in_log_space():
     assert entropy.scale_index(np.array([mid * 0.999, mid * 1.001])).tolist() == [10, 11]
 
 
-def test_corrupt_sections_raise_codec_error(loaded):
+def test_values_beyond_the_escape_range_are_refused(loaded):
+    values = np.array([0, entropy.ESCAPE_RANGE + 100])
+    with pytest.raises(CodecError, match="out of the coder's range"):
+        entropy.encode(values, np.zeros(2, np.int64), loaded.y_tables)
+
+
+def test_odd_length_sections_are_refused(loaded):
     with pytest.raises(CodecError, match="multiple of 4"):
         entropy.decode(b"abc", np.zeros(10, np.int64), loaded.y_tables)
+
+
+def test_random_sections_decode_to_values_or_codec_error(loaded):
+    rng = np.random.default_rng(3)
+    table = rng.integers(0, len(entropy.SCALES), size=500)
+    for length in (0, 4, 8, 64, 400):
+        try:
+            values = entropy.decode(rng.bytes(length), table, loaded.y_tables)
+        except CodecError:
+            continue
+        assert values.shape == table.shape
 
 
 def test_bitstream_carries_exactly_the_model_latents(photo, loaded):

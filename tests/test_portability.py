@@ -34,17 +34,3 @@ def test_precision_paths_differ_by_at_most_a_level(photo):
     # bf16 keeps 8 bits of mantissa: pixels move a few levels, the picture stays the same.
     assert np.abs(decoded - bfloat16).mean() < 1.5
 
-
-def test_prior_is_identical_across_thread_counts(photo):
-    loaded = weights.load()
-    z, _, table = codec.latents(loaded, np.asarray(photo), 40)
-    results = []
-    for threads in (1, 2):
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            results.append(codec.prior(loaded, z))
-        finally:
-            torch.set_num_threads(before)
-    assert torch.equal(results[0][0], results[1][0])
-    assert np.array_equal(results[0][1], results[1][1]) and np.array_equal(results[0][1], table)

@@ -68,6 +68,16 @@ def test_other_modes_become_rgb_with_a_note(photo, convert):
     assert Bitstream.from_bytes(data).mode == "RGB"
 
 
+@pytest.mark.parametrize("mode,expected", [("L", "LA"), ("RGB", "RGBA")])
+def test_png_transparency_becomes_alpha(tmp_path, photo, mode, expected):
+    image = photo.convert(mode)
+    key = image.getpixel((0, 0))
+    image.save(tmp_path / "t.png", transparency=key)
+    with pytest.warns(UserWarning, match=f"to {expected}"):
+        out = vaecodec.decompress(vaecodec.compress(Image.open(tmp_path / "t.png")))
+    assert out.mode == expected and out.getpixel((0, 0))[-1] == 0
+
+
 def test_sixteen_bit_is_scaled_not_clipped():
     wide = Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16))
     with pytest.warns(UserWarning):
@@ -83,6 +93,9 @@ def test_exif_orientation_is_applied(photo):
     rotated = Image.open(io.BytesIO(buffer.getvalue()))
     out = vaecodec.decompress(vaecodec.compress(rotated))
     assert out.size == (photo.height, photo.width)
+    right = psnr(photo.transpose(Image.Transpose.ROTATE_270), out)
+    wrong = psnr(photo.transpose(Image.Transpose.ROTATE_90), out)
+    assert right > wrong + 3
 
 
 @pytest.mark.parametrize("quality", [0, 101, float("nan"), -5])
@@ -97,6 +110,11 @@ def test_quality_out_of_range_is_refused(photo, quality):
 def test_bad_arrays_are_refused(array):
     with pytest.raises(vaecodec.CodecError):
         vaecodec.compress(array)
+
+
+def test_pixel_limit_counts_the_padding():
+    with pytest.raises(vaecodec.CodecError, match="once padded to multiples of 64"):
+        vaecodec.compress(np.zeros((1, 5000, 3), np.uint8), max_pixels=5000)
 
 
 def test_pixel_limit_is_enforced(photo):

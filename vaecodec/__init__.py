@@ -5,7 +5,14 @@
     image = vaecodec.decompress(data)             # → PIL.Image.Image
 """
 
-from .codec import compress, decompress
 from .errors import CodecError
 
 __all__ = ["compress", "decompress", "CodecError"]
+
+
+def __getattr__(name):
+    """compress and decompress load torch on first use, so `vaecodec --help` and `info` are fast."""
+    if name in ("compress", "decompress"):
+        from . import codec
+        return getattr(codec, name)
+    raise AttributeError(f"module 'vaecodec' has no attribute {name!r}")

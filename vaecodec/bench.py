@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import codec
+from .images import IMAGE_SUFFIXES
 
 VAECODEC_QUALITIES = (1, 10, 25, 45, 65, 85, 100)
 
@@ -59,6 +59,8 @@ def bd_rate(rate_a, quality_a, rate_b, quality_b):
 
 
 def _vaecodec():
+    from . import codec  # torch: imported only when vaecodec itself is measured
+
     def encode(rgb, quality):
         return codec.compress(rgb, quality)
 
@@ -174,7 +176,7 @@ def versions():
 def load_images(folder, max_images=None):
     """RGB uint8 arrays of the images in a folder, sorted by name."""
     paths = sorted(p for p in Path(folder).iterdir()
-                   if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif"))
+                   if p.suffix.lower() in IMAGE_SUFFIXES)
     if max_images:
         paths = paths[:max_images]
     images = []

@@ -14,7 +14,8 @@ from .errors import CodecError
 MAGIC = b"VAE\x1a"
 VERSION = 1
 MODES = ("L", "LA", "RGB", "RGBA")
-MAX_PIXELS = 2 ** 26  # default limit on width × height (67 MP): refuse larger images up front
+MAX_PIXELS = 2 ** 26  # default limit on the padded width × height (67 MP), checked up front
+STRIDE = 64  # the codec pads images to a multiple of this in both directions
 
 _HEADER = struct.Struct(">4sB8sIIBHIII")  # magic, version, model id, w, h, mode, quality, lengths
 _CRC = struct.Struct(">I")
@@ -44,13 +45,13 @@ class Bitstream:
     @classmethod
     def from_bytes(cls, data, max_pixels=MAX_PIXELS):
         data = bytes(data)
-        if len(data) < 5 or data[:4] != MAGIC:
+        if data[:4] != MAGIC[:len(data)] or not data:
             raise CodecError("not a vaecodec file (bad magic bytes)")
+        if len(data) < OVERHEAD:
+            raise CodecError(f"truncated file ({len(data)} bytes, header alone is {OVERHEAD})")
         if data[4] != VERSION:
             raise CodecError(f"format version {data[4]} is not supported "
                              f"(this vaecodec reads version {VERSION}); upgrade vaecodec")
-        if len(data) < OVERHEAD:
-            raise CodecError(f"truncated file ({len(data)} bytes, header alone is {OVERHEAD})")
         (_, _, model_id, width, height, mode, quality,
          z_len, y_len, alpha_len) = _HEADER.unpack_from(data)
         expected = OVERHEAD + z_len + y_len + alpha_len
@@ -61,10 +62,7 @@ class Bitstream:
         body, (crc,) = data[:-_CRC.size], _CRC.unpack_from(data, len(data) - _CRC.size)
         if zlib.crc32(body) != crc:
             raise CodecError("file is corrupt (CRC-32 mismatch)")
-        if width < 1 or height < 1:
-            raise CodecError(f"invalid image size {width}×{height}")
-        if width * height > max_pixels:
-            raise CodecError(f"image of {width}×{height} exceeds the limit of {max_pixels} pixels")
+        check_size(width, height, max_pixels)
         if mode >= len(MODES):
             raise CodecError(f"unknown image mode code {mode}")
         if not 100 <= quality <= 10000:
@@ -75,6 +73,18 @@ class Bitstream:
         y_end = z_end + y_len
         return cls(model_id, width, height, MODES[mode], quality / 100,
                    body[_HEADER.size:z_end], body[z_end:y_end], body[y_end:])
+
+
+def check_size(width, height, max_pixels=MAX_PIXELS):
+    """Refuse empty images, and images whose padded area (what the codec allocates) exceeds
+    `max_pixels`."""
+    if width < 1 or height < 1:
+        raise CodecError(f"image has no pixels ({width}×{height})")
+    padded = -(-width // STRIDE) * -(-height // STRIDE) * STRIDE ** 2
+    if padded > max_pixels:
+        raise CodecError(f"image of {width}×{height} exceeds the limit of {max_pixels} pixels"
+                         + (f" ({padded} once padded to multiples of {STRIDE})"
+                            if width * height <= max_pixels else ""))
 
 
 def quality_code(quality):

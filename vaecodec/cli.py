@@ -18,13 +18,12 @@ import click
 
 from .bench import CODECS
 from .bitstream import MAX_PIXELS, Bitstream
-from .errors import CodecError
+from .errors import CodecError, ConversionWarning
+from .images import IMAGE_SUFFIXES
 
 STDIO = Path("-")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-                  ".gif")
 
 
 class Failed(Exception):
@@ -74,16 +73,20 @@ def _plan(inputs, output, suffixes, new_suffix):
         if out.exists() and not out.is_dir():
             raise click.UsageError(f"{out}: with several inputs, -o must be a directory")
         out.mkdir(parents=True, exist_ok=True)
-    pairs = []
+    pairs, sources = [], {}
     for path in files:
         if path == STDIO:
-            target = out or STDIO
+            target = out / f"stdin{new_suffix}" if out and out != STDIO and out.is_dir() \
+                else out or STDIO
         elif out is None:
             target = path.with_suffix(new_suffix)
         elif out == STDIO or not out.is_dir():
             target = out
         else:
             target = out / (path.stem + new_suffix)
+        if target != STDIO and target in sources:
+            raise click.UsageError(f"{sources[target]} and {path} would both be written to {target}")
+        sources[target] = path
         pairs.append((path, target))
     return pairs, batch
 
@@ -148,14 +151,22 @@ def _run(pairs, batch, work, force):
             name = "<stdin>" if source == STDIO else str(source)
             try:
                 with warnings.catch_warnings(record=True) as notes:
-                    warnings.simplefilter("always")
+                    warnings.simplefilter("always", ConversionWarning)
                     _check_target(source, target, force)
                     work(source, target)
                 for note in notes:
-                    click.echo(f"note: {name}: {note.message}", err=True)
+                    if issubclass(note.category, ConversionWarning):
+                        click.echo(f"note: {name}: {note.message}", err=True)
             except (Failed, CodecError) as error:
                 failed += 1
                 click.echo(f"error: {name}: {error}", err=True)
+            except MemoryError:
+                failed += 1
+                click.echo(f"error: {name}: out of memory (try a smaller image)", err=True)
+            except Exception as error:  # a bug: still one line, and the batch goes on
+                failed += 1
+                click.echo(f"error: {name}: internal error ({type(error).__name__}: {error})",
+                           err=True)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -284,8 +295,13 @@ def bench(images_dir, out_dir, codecs, qualities, max_images):
         levels = [float(q) for q in qualities.split(",")] if qualities else None
     except ValueError:
         raise click.UsageError(f"--qualities must be numbers, got {qualities!r}") from None
-    summary = benchmark.run(images_dir, out_dir, names, levels, max_images,
-                            progress=lambda codec, image: click.echo(f"{codec} {image}", err=True))
+    try:
+        summary = benchmark.run(images_dir, out_dir, names, levels, max_images,
+                                progress=lambda codec, image: click.echo(f"{codec} {image}",
+                                                                         err=True))
+    except (ValueError, OSError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
     for name, value in summary["bd_rate_psnr"].items():
         shown = "n/a" if value is None else f"{value:+.1f} %"
         click.echo(f"BD-rate (PSNR) of vaecodec vs {name}: {shown}")

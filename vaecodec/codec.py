@@ -2,7 +2,7 @@
 
 compress:   pixels → pad to a multiple of STRIDE → analysis · gain → y
             y → hyper_analysis → round → z        (coded against the factorized prior)
-            z → hyper_synthesis → (μ, σ)          (float64, one thread: bit-identical anywhere)
+            z → hyper_synthesis → (μ, σ)          (float64, one thread: same on every run)
             s = round(y − μ)                      (coded against a Gaussian of σ snapped to a table)
 decompress: z → (μ, σ) → s → ŷ = s + μ → synthesis · inverse gain → crop → pixels
 
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from . import entropy, images, weights
-from .bitstream import MAX_PIXELS, Bitstream, quality_code
+from .bitstream import MAX_PIXELS, STRIDE, Bitstream, quality_code
 from .errors import CodecError
-from .model import STRIDE, mean_scale, quality_position
+from .model import mean_scale, quality_position
 
 DEFAULT_QUALITY = 75
 
@@ -116,6 +116,6 @@ def _decode_alpha(stream):
         plane = inflater.decompress(stream.alpha, size)
     except zlib.error as error:
         raise CodecError(f"alpha section is corrupt ({error})") from None
-    if len(plane) != size or not inflater.eof or inflater.unconsumed_tail:
+    if len(plane) != size or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
         raise CodecError("alpha section is corrupt (wrong size)")
     return np.frombuffer(plane, dtype=np.uint8).reshape(stream.height, stream.width)

@@ -6,8 +6,8 @@ the learned factorized prior, one table per channel. The tables are computed onc
 stored with the weights, so encoder and decoder use bit-identical models on every machine.
 
 The first and last symbol of every table are escapes carrying the tail mass: a value at or beyond
-an end is coded as that end plus its distance from it, so any value within ±ESCAPE_RANGE of the
-support round-trips exactly.
+an end is coded as that end plus its distance from it, so any value less than ESCAPE_RANGE beyond
+the support round-trips exactly (the encoder refuses values further out).
 """
 
 from dataclasses import dataclass, field
@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from .errors import CodecError
+from .model import SCALE_MIN
 
-SCALES = np.exp(np.linspace(np.log(0.11), np.log(256.0), 64))  # scale table for y
+SCALES = np.exp(np.linspace(np.log(SCALE_MIN), np.log(256.0), 64))  # scale table for y
 ESCAPE_RANGE = 1 << 16  # how far beyond a table's ends a value can be coded
 TAIL_MASS = 1e-9  # probability left outside a table's support (then held by its end symbols)
 
@@ -107,7 +108,8 @@ def encode(values, table, tables):
     values, table, order, ends = _layout(values, table, tables)
     low = tables.lows[table]
     high = low + np.array([len(p) for p in tables.pmfs])[table] - 1
-    values = np.clip(values, low - ESCAPE_RANGE + 1, high + ESCAPE_RANGE - 1)
+    if np.any(values <= low - ESCAPE_RANGE) or np.any(values >= high + ESCAPE_RANGE):
+        raise CodecError("latent values out of the coder's range (is the input image valid?)")
     symbols = (np.clip(values, low, high) - low).astype(np.int32)
     encoder = constriction.stream.queue.RangeEncoder()
     models = tables.models()

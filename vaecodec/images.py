@@ -7,9 +7,11 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from .bitstream import MAX_PIXELS
-from .errors import CodecError
+from .bitstream import MAX_PIXELS, check_size
+from .errors import CodecError, ConversionWarning
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                  ".gif")  # what folders are scanned for
 _ARRAY_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
@@ -20,6 +22,7 @@ def split_channels(image, max_pixels=MAX_PIXELS):
     where they carry transparency) with a warning, since the codec stores only those four.
     """
     if isinstance(image, Image.Image):
+        check_size(*image.size, max_pixels)  # before anything is converted or loaded
         array, mode = _from_pil(image)
     else:
         array = np.asarray(image)
@@ -32,11 +35,7 @@ def split_channels(image, max_pixels=MAX_PIXELS):
         mode = _ARRAY_MODES[array.shape[2]]
     if array.ndim == 2:  # PIL's L images
         array = array[:, :, None]
-    height, width = array.shape[:2]
-    if width < 1 or height < 1:
-        raise CodecError(f"image has no pixels ({width}×{height})")
-    if width * height > max_pixels:
-        raise CodecError(f"image of {width}×{height} exceeds the limit of {max_pixels} pixels")
+    check_size(array.shape[1], array.shape[0], max_pixels)
     color = array[:, :, :3] if array.shape[2] >= 3 else np.repeat(array[:, :, :1], 3, axis=2)
     alpha = array[:, :, -1] if mode.endswith("A") else None
     return np.ascontiguousarray(color), alpha, mode
@@ -45,19 +44,20 @@ def split_channels(image, max_pixels=MAX_PIXELS):
 def _from_pil(image):
     image = ImageOps.exif_transpose(image)
     mode = image.mode
-    if mode in ("L", "LA", "RGB", "RGBA"):
+    if mode in ("L", "LA", "RGB", "RGBA") and "transparency" not in image.info:
         return np.asarray(image), mode
-    if mode.startswith("I;16") or mode == "I":
-        wide = np.asarray(image.convert("I")).astype(np.float64)
-        target = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)
-        image = Image.fromarray(target, "L").convert("RGB")
-    elif mode in ("P", "PA", "1") and ("transparency" in image.info or mode == "PA"):
-        image = image.convert("RGBA")
-    elif mode in ("PA", "La"):
-        image = image.convert("RGBA")
-    else:
-        image = image.convert("RGB")
-    warnings.warn(f"converted {mode} image to {image.mode}", stacklevel=3)
+    try:
+        if mode.startswith("I;16") or mode == "I":
+            wide = np.asarray(image.convert("I")).astype(np.float64)
+            target = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)
+            image = Image.fromarray(target, "L").convert("RGB")
+        elif "transparency" in image.info or mode in ("PA", "La"):
+            image = image.convert("LA" if mode in ("L", "La") else "RGBA")
+        else:
+            image = image.convert("RGB")
+    except Exception as error:
+        raise CodecError(f"cannot convert a {mode} image ({error})") from None
+    warnings.warn(f"converted {mode} image to {image.mode}", ConversionWarning, stacklevel=3)
     return np.asarray(image), image.mode
 
 
@@ -78,9 +78,7 @@ def read_image(data, max_pixels=MAX_PIXELS):
     Image.MAX_IMAGE_PIXELS = None  # ours, checked below from the header, replaces Pillow's
     try:
         image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if width * height > max_pixels:
-            raise CodecError(f"image of {width}×{height} exceeds the limit of {max_pixels} pixels")
+        check_size(*image.size, max_pixels)
         image.load()
         return image
     except CodecError:
@@ -99,7 +97,7 @@ def encode_image(image, extension):
         raise CodecError(f"cannot write images with extension '{extension}'")
     if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
         image = image.convert(image.mode[:-1])
-        warnings.warn("JPEG has no alpha channel: alpha dropped", stacklevel=2)
+        warnings.warn("JPEG has no alpha channel: alpha dropped", ConversionWarning, stacklevel=2)
     out = io.BytesIO()
     try:
         image.save(out, format=fmt)

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .images import IMAGE_SUFFIXES
 from .model import LAMBDAS, VAE
 from .weights import save_weights
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 
 
 def load_training_images(folder, max_side=512, min_side=128):
@@ -133,11 +132,3 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
         log(f"exported {export}")
     return step
 
-
-def export(checkpoint, path):
-    """Write the weights file of a checkpoint's EMA model (also while its run goes on)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = VAE(**state["config"])
-    model.load_state_dict(state["ema"])
-    save_weights(model, path)
-    return state["step"]

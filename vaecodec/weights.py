@@ -7,6 +7,7 @@ bitstream carries so that a file is never decoded with a model it was not made w
 
 import copy
 import hashlib
+import io
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -57,11 +58,13 @@ class Codec:
         path = Path(path)
         try:
             data = path.read_bytes()
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             if state.get("format") != FORMAT:
                 raise CodecError(f"{path}: unsupported weights format {state.get('format')}")
             self.model = VAE(**state["config"])
             self.model.load_state_dict(state["state_dict"])
+            self.y_tables = entropy.Tables.from_state(state["y_tables"])
+            self.z_tables = entropy.Tables.from_state(state["z_tables"])
         except CodecError:
             raise
         except Exception as error:
@@ -69,12 +72,14 @@ class Codec:
         self.model.eval().requires_grad_(False)
         # The prior decides the coding tables: kept in float64 so encoder and decoder agree.
         self.hyper_synthesis64 = copy.deepcopy(self.model.hyper_synthesis).double()
-        self.y_tables = entropy.Tables.from_state(state["y_tables"])
-        self.z_tables = entropy.Tables.from_state(state["z_tables"])
         self.model_id = hashlib.sha256(data).digest()[:8]
 
 
-@lru_cache(maxsize=4)
 def load(path=None):
     """The codec for a weights file (default: the shipped one), loaded once per process."""
-    return Codec(path or default_path())
+    return _load(Path(path or default_path()).resolve())
+
+
+@lru_cache(maxsize=4)
+def _load(path):
+    return Codec(path)
