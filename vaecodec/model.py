@@ -19,9 +19,15 @@ SCALE_MIN = 0.11  # smallest Gaussian scale the prior predicts (and the coder's 
 # (bitstream.STRIDE).
 
 
+# Quality 1 sits two steps below the lowest trained λ: there the log-gains are extrapolated, which
+# takes the rate down to about 0.15 bpp on Kodak; quality 100 is the highest trained λ.
+LOWEST_POSITION = -2.0
+
+
 def quality_position(quality):
-    """Map quality 1..100 onto a continuous index into LAMBDAS (0 .. len-1)."""
-    return (min(max(float(quality), 1.0), 100.0) - 1.0) / 99.0 * (len(LAMBDAS) - 1)
+    """Map quality 1..100 linearly onto a position in LAMBDAS (LOWEST_POSITION .. len-1)."""
+    t = (min(max(float(quality), 1.0), 100.0) - 1.0) / 99.0
+    return LOWEST_POSITION + t * (len(LAMBDAS) - 1 - LOWEST_POSITION)
 
 
 def gain_spread():
@@ -141,7 +147,8 @@ class VAE(nn.Module):
 
     def gains(self, position):
         """Gain and inverse gain for each position into LAMBDAS (tensor [B] of floats) → [B, M, 1, 1]
-        each; fractional positions interpolate in log space."""
+        each; fractional positions interpolate in log space, negative ones extrapolate from the
+        first two."""
         position = position.to(self.log_gain.device, torch.float32)
         low = position.floor().long().clamp(0, len(LAMBDAS) - 1)
         high = (low + 1).clamp(max=len(LAMBDAS) - 1)
