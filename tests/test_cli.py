@@ -164,7 +164,11 @@ def test_kill_gives_a_clean_exit(folder):
     import sys
     import time
 
-    process = subprocess.Popen([sys.executable, "-m", "vaecodec", "compress", str(folder)],
+    big = folder / "big"
+    big.mkdir()
+    for i in range(8):  # several seconds of work, so that the signal lands in the middle
+        Image.open(folder / "a.png").resize((1536, 1024)).save(big / f"{i}.png")
+    process = subprocess.Popen([sys.executable, "-m", "vaecodec", "compress", str(big)],
                                stderr=subprocess.PIPE)
     time.sleep(1.5)
     process.send_signal(signal.SIGTERM)
@@ -172,7 +176,7 @@ def test_kill_gives_a_clean_exit(folder):
     if process.returncode == 0:  # finished before the signal: nothing to check
         return
     assert process.returncode == 1 and b"Traceback" not in stderr
-    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in big.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_gigantic_png_is_refused_before_decoding(folder):
@@ -192,3 +196,9 @@ def test_gigantic_png_is_refused_before_decoding(folder):
 
 def test_empty_directory_is_an_error(tmp_path):
     assert_one_line_error(run("compress", tmp_path), "no input files found")
+
+
+def test_output_folder_that_cannot_be_created(folder):
+    result = run("compress", folder, "-o", folder / "a.png" / "sub")
+    assert result.exit_code == 2 and "cannot create" in result.output
+    assert "Traceback" not in result.output

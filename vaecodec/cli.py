@@ -72,7 +72,10 @@ def _plan(inputs, output, suffixes, new_suffix):
     if batch and out is not None:
         if out.exists() and not out.is_dir():
             raise click.UsageError(f"{out}: with several inputs, -o must be a directory")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise click.UsageError(f"cannot create {out} ({error.strerror})") from None
     pairs, sources = [], {}
     for path in files:
         if path == STDIO:
