@@ -11,19 +11,9 @@ import tempfile
 from pathlib import Path
 
 import click
-import torch
 
-from vaecodec import bench, weights
-from vaecodec.model import VAE
-
-
-def export_checkpoint(checkpoint, path):
-    """Write the weights file of a training checkpoint's EMA model; returns its step."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = VAE(**state["config"])
-    model.load_state_dict(state["ema"])
-    weights.save_weights(model, path)
-    return state["step"]
+from vaecodec import bench
+from vaecodec.train import export_checkpoint
 
 
 @click.command()

@@ -15,8 +15,7 @@ from torch import nn
 # Rate–distortion trade-offs trained into the gain units, from low to high quality.
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932)
 SCALE_MIN = 0.11  # smallest Gaussian scale the prior predicts (and the coder's table starts at)
-# y is 1/16 of the image and z a further 1/4: images are padded to a multiple of 64
-# (bitstream.STRIDE).
+# y is 1/16 of the image and z a further 1/4: images are padded to a multiple of 64 (bitstream.STRIDE).
 
 
 # Quality 1 sits two steps below the lowest trained λ: there the log-gains are extrapolated, which

@@ -132,3 +132,12 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
         log(f"exported {export}")
     return step
 
+
+def export_checkpoint(checkpoint, path):
+    """Write the weights file of a checkpoint's EMA model (also while its run goes on); returns
+    the checkpoint's step."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = VAE(**state["config"])
+    model.load_state_dict(state["ema"])
+    save_weights(model, path)
+    return state["step"]
