@@ -1,6 +1,6 @@
-"""Decoding cannot desynchronize: the entropy decoder's probabilities come from integers through a
-float64 hyper-synthesis on one thread, so only the synthesis transform may differ between
-precision paths or devices, and that moves pixels by a level or so, not the whole image."""
+"""Decoding cannot desynchronize: the entropy decoder's tables come from the exact integer prior
+(tests/test_prior.py), so only the synthesis transform may differ between precision paths or
+devices, and that moves pixels by a level or so, not the whole image."""
 
 import copy
 
@@ -13,7 +13,7 @@ from vaecodec.model import quality_position
 
 def synthesize(loaded, rgb, quality, dtype, autocast=False):
     z, s, _ = codec.latents(loaded, rgb, quality)
-    mean, _ = codec.prior(loaded, z)
+    mean, _ = loaded.prior(z)
     model = copy.deepcopy(loaded.model).to(dtype)
     _, inverse_gain = model.gains(torch.tensor([quality_position(quality)]))
     y_hat = (torch.from_numpy(s).double() + mean).to(dtype)

@@ -1,4 +1,4 @@
-"""The `.vae` container (format version 1). FORMAT.md in the repository root documents it byte by
+"""The `.vae` container (format version 2). FORMAT.md in the repository root documents it byte by
 byte; this module is the one place that writes and checks it.
 
 Everything is validated before anything is allocated for decoding: magic, version, sizes against
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .errors import CodecError
 
 MAGIC = b"VAE\x1a"
-VERSION = 1
+VERSION = 2  # 2: the prior is computed in integers (prior.py); version 1 used float64
 MODES = ("L", "LA", "RGB", "RGBA")
 MAX_PIXELS = 2 ** 26  # default limit on the padded width × height (67 MP), checked up front
 STRIDE = 64  # the codec pads images to a multiple of this in both directions
@@ -50,8 +50,9 @@ class Bitstream:
         if len(data) < OVERHEAD:
             raise CodecError(f"truncated file ({len(data)} bytes, header alone is {OVERHEAD})")
         if data[4] != VERSION:
+            remedy = "upgrade vaecodec" if data[4] > VERSION else "decode it with vaecodec 0.1"
             raise CodecError(f"format version {data[4]} is not supported "
-                             f"(this vaecodec reads version {VERSION}); upgrade vaecodec")
+                             f"(this vaecodec reads version {VERSION}); {remedy}")
         (_, _, model_id, width, height, mode, quality,
          z_len, y_len, alpha_len) = _HEADER.unpack_from(data)
         expected = OVERHEAD + z_len + y_len + alpha_len

@@ -2,17 +2,16 @@
 
 compress:   pixels → pad to a multiple of STRIDE → analysis · gain → y
             y → hyper_analysis → round → z        (coded against the factorized prior)
-            z → hyper_synthesis → (μ, σ)          (float64, one thread: same on every run)
-            s = round(y − μ)                      (coded against a Gaussian of σ snapped to a table)
-decompress: z → (μ, σ) → s → ŷ = s + μ → synthesis · inverse gain → crop → pixels
+            z → hyper_synthesis → (μ, table)      (exact integer arithmetic: prior.py)
+            s = round(y − μ)                      (coded against the table's zero-mean Gaussian)
+decompress: z → (μ, table) → s → ŷ = s + μ → synthesis · inverse gain → crop → pixels
 
-The prior (μ, σ) is the only float computation that encoder and decoder must agree on exactly,
-since σ selects the coding tables; it is computed in float64 on one CPU thread from integers.
-The big transforms may differ slightly between machines: that moves pixels by a level at most,
-never the entropy decoder.
+The prior is the only computation that encoder and decoder must agree on exactly, since it
+selects the coding tables; it runs in integers, so it is the same on every machine. The big
+transforms may differ slightly between machines: that moves pixels by a level or so, never the
+entropy decoder.
 """
 
-import contextlib
 import zlib
 
 import numpy as np
@@ -22,26 +21,9 @@ import torch.nn.functional as F
 from . import entropy, images, weights
 from .bitstream import MAX_PIXELS, STRIDE, Bitstream, quality_code
 from .errors import CodecError
-from .model import mean_scale, quality_position
+from .model import quality_position
 
 DEFAULT_QUALITY = 75
-
-
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def prior(codec, z):
-    """(μ, table index per element of y) from the integer hyper-latent z [1, C, h, w]."""
-    with torch.no_grad(), _one_thread():
-        mean, scale = mean_scale(codec.hyper_synthesis64(torch.from_numpy(z).double()))
-    return mean, entropy.scale_index(scale.numpy())
 
 
 def latents(codec, rgb, quality):
@@ -54,7 +36,7 @@ def latents(codec, rgb, quality):
     with torch.no_grad():
         y = codec.model.analysis(x) * gain
         z = torch.round(codec.model.hyper_analysis(y)).numpy().astype(np.int64)
-    mean, table = prior(codec, z)
+    mean, table = codec.prior(z)
     s = torch.round(y.double() - mean).numpy().astype(np.int64)
     return z, s, table
 
@@ -101,7 +83,7 @@ def decompress(data, weights_path=None, max_pixels=MAX_PIXELS):
     y_h, y_w = -(-stream.height // STRIDE) * 4, -(-stream.width // STRIDE) * 4
     z_shape = (1, codec.model.n, y_h // 4, y_w // 4)
     z = entropy.decode(stream.z, _z_tables(z_shape), codec.z_tables)
-    mean, table = prior(codec, z)
+    mean, table = codec.prior(z)
     s = entropy.decode(stream.y, table, codec.y_tables)
     rgb = pixels(codec, s, mean, stream.quality, stream.width, stream.height)
     alpha = _decode_alpha(stream) if "A" in stream.mode else None

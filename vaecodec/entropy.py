@@ -95,13 +95,6 @@ def factorized_tables(prior, search=1024):
     return Tables(np.array(lows, dtype=np.int64), pmfs)
 
 
-def scale_index(scale):
-    """Snap predicted scales to the nearest entry (in log space) of SCALES."""
-    step = np.log(SCALES[1] / SCALES[0])
-    index = np.floor((np.log(scale) - np.log(SCALES[0])) / step + 0.5)
-    return np.clip(index, 0, len(SCALES) - 1).astype(np.int64)
-
-
 def encode(values, table, tables):
     """Code integer `values` (any shape) against `tables`; `table[i]` picks the table of
     values[i]. Returns the compressed bytes."""

@@ -51,11 +51,12 @@ def random_batch(images, batch_size, crop, rng):
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
 
 
-def learning_rate(step, progress, peak, warmup=500):
-    """Linear warm-up over the first steps, constant, then a cosine decay to peak/20 over the
-    last 20 % of the budget (`progress` in 0..1: the larger of the step and time fractions)."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
+def learning_rate(run_step, progress, peak, warmup=500):
+    """Linear warm-up over the first steps of every run (a resumed run climbs back from its
+    decayed rate instead of jumping), constant, then a cosine decay to peak/20 over the last
+    20 % of the budget (`progress` in 0..1: the larger of the step and time fractions)."""
+    if run_step < warmup:
+        return peak * (run_step + 1) / warmup
     t = min(1.0, max(0.0, (progress - 0.8) / 0.2))
     return peak / 20 + (peak - peak / 20) * 0.5 * (1 + math.cos(math.pi * t))
 
@@ -80,7 +81,8 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
         log(f"resumed {checkpoint} at step {step}")
     rng = np.random.default_rng(seed + step)
     torch.manual_seed(seed + step)
-    images = load_training_images(data_dir)
+    first_step = step
+    images = load_training_images(data_dir, min_side=crop)
     log(f"{len(images)} training images, model N={n} M={m}, device {device}")
     lambdas = torch.tensor(LAMBDAS, device=device)
     run_start = time.monotonic()
@@ -98,7 +100,7 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
     while step < steps and time.monotonic() - run_start < budget:
         progress = max(step / steps, (time.monotonic() - run_start) / budget)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, progress, lr)
+            group["lr"] = learning_rate(step - first_step, progress, lr)
         x = random_batch(images, batch_size, crop, rng).to(device)
         level = torch.randint(len(LAMBDAS), (batch_size,), device=device)
         x_hat, bits = model(x, level.float())

@@ -5,7 +5,6 @@ pickled code runs). Its identity is the first 8 bytes of the file's SHA-256, whi
 bitstream carries so that a file is never decoded with a model it was not made with.
 """
 
-import copy
 import hashlib
 import io
 import os
@@ -17,6 +16,7 @@ import torch
 from . import entropy
 from .errors import CodecError
 from .model import VAE
+from .prior import ExactPrior
 
 FILE_NAME = "vaecodec.pt"
 FORMAT = 1  # layout of the weights file's dictionary
@@ -52,7 +52,8 @@ def save_weights(model, path):
 
 
 class Codec:
-    """A loaded weights file: the model in eval mode, its tables and its identity."""
+    """A loaded weights file: the model in eval mode, its exact prior, its tables and its
+    identity."""
 
     def __init__(self, path):
         path = Path(path)
@@ -70,8 +71,7 @@ class Codec:
         except Exception as error:
             raise CodecError(f"cannot load weights {path}: {error}") from None
         self.model.eval().requires_grad_(False)
-        # The prior decides the coding tables: kept in float64 so encoder and decoder agree.
-        self.hyper_synthesis64 = copy.deepcopy(self.model.hyper_synthesis).double()
+        self.prior = ExactPrior(self.model.hyper_synthesis)
         self.model_id = hashlib.sha256(data).digest()[:8]
 
 

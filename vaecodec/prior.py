@@ -1,0 +1,100 @@
+"""The prior of y from the hyper-latent z, in exact integer arithmetic: the same on every machine.
+
+The entropy decoder must pick exactly the tables the encoder picked, or the rest of the file
+decodes to noise. Floating-point convolutions do not reproduce across machines (summation order,
+BLAS, threads, CPU or GPU: CompressAI #279, Ballé et al. 2019 "Integer networks"). So the
+hyper-synthesis runs in fixed point:
+
+- weights are rounded to multiples of 2^-WEIGHT_BITS and activations to multiples of
+  2^-ACTIVATION_BITS, so every convolution multiplies and adds integers;
+- each layer clamps its input so that the sum of the absolute values of all its terms stays
+  below 2^53: float64 then computes every convolution exactly, in any order, with any library;
+- rescaling by powers of two, rounding and comparing are exact or correctly rounded (IEEE 754);
+- no exp or log: the table of each element comes from comparing its raw scale output with
+  the integer SCALE_THRESHOLDS, not from computing σ.
+
+The mean μ comes out as a multiple of 2^-ACTIVATION_BITS; it only shapes the picture.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHT_BITS = 20
+ACTIVATION_BITS = 14
+EXACT_LIMIT = 2.0 ** 53  # float64 represents every integer below this
+
+
+# The raw scale outputs (in units of 2^-ACTIVATION_BITS) at which the table index steps up:
+# where σ = SCALE_MIN + softplus(raw) crosses the geometric mean of two neighbouring
+# entropy.SCALES. Written out rather than computed at run time, because exp and log may differ in
+# the last bit between math libraries; tests/test_prior.py derives them again.
+SCALE_THRESHOLDS = (
+    -81283, -62129, -52567, -45823, -40431, -35824, -31719, -27954, -24427, -21066, -17819,
+    -14648, -11518, -8402, -5274, -2108, 1120, 4435, 7865, 11441, 15196, 19168, 23403, 27951,
+    32871, 38233, 44117, 50614, 57830, 65883, 74906, 85051, 96481, 109382, 123956, 140429, 159057,
+    180121, 203944, 230885, 261355, 295814, 334786, 378861, 428708, 485081, 548837, 620941,
+    702487, 794711, 899011, 1016969, 1150374, 1301247, 1471877, 1664850, 1883092, 2129912,
+    2409052, 2724744, 3081776, 3485559, 3942216,
+)
+
+
+class _IntegerConv:
+    """One convolution of the hyper-synthesis with integer weights and bias."""
+
+    def __init__(self, layer, input_bits):
+        self.layer = layer
+        self.input_bits = input_bits
+        weight = layer.weight.detach().double()
+        self.weight = torch.round(weight * 2.0 ** WEIGHT_BITS)
+        self.bias = torch.round(layer.bias.detach().double() * 2.0 ** (input_bits + WEIGHT_BITS))
+        # Largest sum of |weights| over everything one output channel sees (every tap counted,
+        # which bounds a transposed convolution's outputs too).
+        out_dim = 1 if isinstance(layer, nn.ConvTranspose2d) else 0
+        l1 = self.weight.abs().sum(dim=tuple(d for d in range(4) if d != out_dim)).max().item()
+        self.input_limit = np.floor((EXACT_LIMIT - 1 - self.bias.abs().max().item()) / max(l1, 1))
+
+    def __call__(self, x):
+        """Integer activations with `input_bits` fraction bits → ACTIVATION_BITS fraction bits."""
+        x = x.clamp(-self.input_limit, self.input_limit)
+        layer = self.layer
+        if isinstance(layer, nn.ConvTranspose2d):
+            total = F.conv_transpose2d(x, self.weight, None, layer.stride, layer.padding,
+                                       layer.output_padding)
+        else:
+            total = F.conv2d(x, self.weight, None, layer.stride, layer.padding)
+        total = total + self.bias[:, None, None]
+        shift = 2.0 ** (ACTIVATION_BITS - self.input_bits - WEIGHT_BITS)
+        return torch.floor(total * shift + 0.5)
+
+
+class ExactPrior:
+    """(μ, table index) for every element of y from the integer hyper-latent z."""
+
+    def __init__(self, hyper_synthesis):
+        self.steps = []
+        bits = 0  # z is integer
+        for layer in hyper_synthesis:
+            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+                self.steps.append(_IntegerConv(layer, bits))
+                bits = ACTIVATION_BITS
+            elif isinstance(layer, nn.LeakyReLU):
+                self.steps.append(self._leaky(layer.negative_slope))
+            else:
+                raise TypeError(f"no exact version of {type(layer).__name__}")
+        self.thresholds = torch.tensor(SCALE_THRESHOLDS, dtype=torch.float64)
+
+    @staticmethod
+    def _leaky(slope):
+        return lambda x: torch.where(x < 0, torch.floor(x * slope + 0.5), x)
+
+    def __call__(self, z):
+        """z: int64 array [1, N, h, w] → (μ as float64 tensor, table index as int64 array)."""
+        x = torch.from_numpy(np.asarray(z, dtype=np.float64))
+        with torch.no_grad():
+            for step in self.steps:
+                x = step(x)
+        mean, raw = x.chunk(2, dim=1)
+        table = torch.searchsorted(self.thresholds, raw.contiguous(), right=True)
+        return mean * 2.0 ** -ACTIVATION_BITS, table.numpy().astype(np.int64)
