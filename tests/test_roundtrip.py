@@ -7,9 +7,10 @@ import pytest
 from PIL import Image
 
 import vaecodec
+from vaecodec import codec, tiles, weights
 from vaecodec.bitstream import Bitstream
 
-from conftest import psnr
+from conftest import SAMPLE, psnr
 
 
 @pytest.mark.parametrize("width,height", [(1, 1), (7, 5), (65, 130), (130, 65), (33, 97)])
@@ -123,3 +124,20 @@ def test_pixel_limit_is_enforced(photo):
     data = vaecodec.compress(photo)
     with pytest.raises(vaecodec.CodecError, match="exceeds the limit"):
         vaecodec.decompress(data, max_pixels=1000)
+
+
+def test_tiles_stitch_into_the_whole_image_result(monkeypatch):
+    """Large images run tile by tile; tiles of 128 pixels (6 × 4 of them here) give the result
+    of one whole-image pass, so the margins cover every transform's reach."""
+    loaded = weights.load()
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    monkeypatch.setattr(tiles, "TILE_PIXELS", 1 << 16)
+    z, s, table = codec.latents(loaded, rgb, 70)
+    mean, _ = loaded.prior(z)
+    whole = codec.pixels(loaded, s, mean, 70, rgb.shape[1], rgb.shape[0])
+    monkeypatch.setattr(tiles, "TILE_PIXELS", 128)
+    z_tiled, s_tiled, table_tiled = codec.latents(loaded, rgb, 70)
+    assert np.array_equal(z_tiled, z) and np.array_equal(table_tiled, table)
+    assert np.mean(s_tiled != s) < 1e-4
+    tiled = codec.pixels(loaded, s, mean, 70, rgb.shape[1], rgb.shape[0])
+    assert np.abs(tiled.astype(int) - whole).max() <= 1

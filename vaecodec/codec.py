@@ -16,26 +16,30 @@ import zlib
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import entropy, images, weights
 from .bitstream import MAX_PIXELS, STRIDE, Bitstream, quality_code
 from .errors import CodecError
-from .model import quality_position
+from .model import Y_CELL, Z_CELL, quality_position
+from .tiles import by_tiles
 
 DEFAULT_QUALITY = 75
+
 
 
 def latents(codec, rgb, quality):
     """The integers the bitstream carries for an H×W×3 uint8 image: (z, s, table of s)."""
     height, width = rgb.shape[:2]
-    x = torch.tensor(rgb).permute(2, 0, 1)[None].float().div_(255)
-    pad_h, pad_w = -height % STRIDE, -width % STRIDE
-    x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    padded = np.pad(rgb, ((0, -height % STRIDE), (0, -width % STRIDE), (0, 0)), mode="edge")
     gain, _ = codec.model.gains(torch.tensor([quality_position(quality)]))
+
+    def analysis(tile):
+        return codec.model.analysis(tile.float().div_(255)) * gain
+
     with torch.no_grad():
-        y = codec.model.analysis(x) * gain
-        z = torch.round(codec.model.hyper_analysis(y)).numpy().astype(np.int64)
+        y = by_tiles(analysis, torch.from_numpy(padded).permute(2, 0, 1)[None], Y_CELL, 1, Y_CELL)
+        z = by_tiles(codec.model.hyper_analysis, y, Z_CELL // Y_CELL, 1, Z_CELL)
+        z = torch.round(z).numpy().astype(np.int64)
     mean, table = codec.prior(z)
     s = torch.round(y.double() - mean).numpy().astype(np.int64)
     return z, s, table
@@ -44,10 +48,14 @@ def latents(codec, rgb, quality):
 def pixels(codec, s, mean, quality, width, height):
     """Synthesis from the residuals and the prior mean → H×W×3 uint8."""
     _, inverse_gain = codec.model.gains(torch.tensor([quality_position(quality)]))
-    y_hat = (torch.from_numpy(s).double() + mean).float()
+
+    def synthesis(tile):
+        x_hat = codec.model.synthesis(tile.float() * inverse_gain)
+        return x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+
     with torch.no_grad():
-        x_hat = codec.model.synthesis(y_hat * inverse_gain)[0, :, :height, :width]
-    return x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        x_hat = by_tiles(synthesis, torch.from_numpy(s).double() + mean, 1, Y_CELL, Y_CELL)
+    return x_hat[0, :, :height, :width].permute(1, 2, 0).numpy()
 
 
 def _z_tables(z_shape):

@@ -15,7 +15,9 @@ from torch import nn
 # Rate–distortion trade-offs trained into the gain units, from low to high quality.
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932)
 SCALE_MIN = 0.11  # smallest Gaussian scale the prior predicts (and the coder's table starts at)
-# y is 1/16 of the image and z a further 1/4: images are padded to a multiple of 64 (bitstream.STRIDE).
+# One element of y covers 16×16 image pixels and one element of z 64×64 (images are padded to a
+# multiple of 64: bitstream.STRIDE).
+Y_CELL, Z_CELL = 16, 64
 
 
 # Quality 1 sits two steps below the lowest trained λ: there the log-gains are extrapolated, which

@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .model import Y_CELL, Z_CELL
+from .tiles import by_tiles
+
 WEIGHT_BITS = 20
 ACTIVATION_BITS = 14
 EXACT_LIMIT = 2.0 ** 53  # float64 represents every integer below this
@@ -85,16 +88,20 @@ class ExactPrior:
                 raise TypeError(f"no exact version of {type(layer).__name__}")
         self.thresholds = torch.tensor(SCALE_THRESHOLDS, dtype=torch.float64)
 
+    def _integers(self, x):
+        for step in self.steps:
+            x = step(x)
+        return x
+
     @staticmethod
     def _leaky(slope):
         return lambda x: torch.where(x < 0, torch.floor(x * slope + 0.5), x)
 
     def __call__(self, z):
         """z: int64 array [1, N, h, w] → (μ as float64 tensor, table index as int64 array)."""
-        x = torch.from_numpy(np.asarray(z, dtype=np.float64))
         with torch.no_grad():
-            for step in self.steps:
-                x = step(x)
+            x = by_tiles(self._integers, torch.from_numpy(np.asarray(z, dtype=np.float64)),
+                         1, Z_CELL // Y_CELL, Z_CELL)
         mean, raw = x.chunk(2, dim=1)
         table = torch.searchsorted(self.thresholds, raw.contiguous(), right=True)
         return mean * 2.0 ** -ACTIVATION_BITS, table.numpy().astype(np.int64)
