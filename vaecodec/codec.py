@@ -26,7 +26,6 @@ from .tiles import by_tiles
 DEFAULT_QUALITY = 75
 
 
-
 def latents(codec, rgb, quality):
     """The integers the bitstream carries for an H×W×3 uint8 image: (z, s, table of s)."""
     height, width = rgb.shape[:2]

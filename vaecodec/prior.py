@@ -8,7 +8,8 @@ hyper-synthesis runs in fixed point:
 - weights are rounded to multiples of 2^-WEIGHT_BITS and activations to multiples of
   2^-ACTIVATION_BITS, so every convolution multiplies and adds integers;
 - each layer clamps its input so that the sum of the absolute values of all its terms stays
-  below 2^53: float64 then computes every convolution exactly, in any order, with any library;
+  below 2^52: float64 then computes every convolution exactly, in any order, with any library,
+  and the rounding that follows is exact too;
 - rescaling by powers of two, rounding and comparing are exact or correctly rounded (IEEE 754);
 - no exp or log: the table of each element comes from comparing its raw scale output with
   the integer SCALE_THRESHOLDS, not from computing σ.
@@ -26,7 +27,7 @@ from .tiles import by_tiles
 
 WEIGHT_BITS = 20
 ACTIVATION_BITS = 14
-EXACT_LIMIT = 2.0 ** 53  # float64 represents every integer below this
+EXACT_LIMIT = 2.0 ** 52  # float64 represents every integer below 2^53; one bit to spare
 
 
 # The raw scale outputs (in units of 2^-ACTIVATION_BITS) at which the table index steps up:
