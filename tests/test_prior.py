@@ -100,3 +100,48 @@ def test_absurd_hyper_latents_stay_exact(loaded):
     assert torch.equal(mean, mean_permuted) and np.array_equal(table, table_permuted)
     assert torch.isfinite(mean).all()
     assert table.min() >= 0 and table.max() < len(entropy.SCALES)
+
+
+def reference_prior(hyper_synthesis, z):
+    """FORMAT.md's description of the prior, written again in plain numpy (a different library
+    and summation order): a decoder written from the document must get the same bits."""
+    step = 2.0 ** -ACTIVATION_BITS
+    x, unit = z[0].astype(np.float64), 1.0  # x holds multiples of `unit`, as integers
+    for layer in hyper_synthesis:
+        if isinstance(layer, torch.nn.LeakyReLU):
+            x = np.where(x < 0, np.floor(0.01 * x + 0.5), x)
+            continue
+        w = np.round(layer.weight.detach().double().numpy() * 2.0 ** 20)  # half to even
+        bias = np.round(layer.bias.detach().double().numpy() * 2.0 ** 20 / unit)
+        transposed = isinstance(layer, torch.nn.ConvTranspose2d)
+        if transposed:
+            w = w.transpose(1, 0, 2, 3)  # → [out, in, kh, kw]
+        l1 = np.abs(w).sum(axis=(1, 2, 3)).max()
+        x = np.clip(x, *[sign * np.floor((2.0 ** 52 - 1 - np.abs(bias).max()) / l1)
+                         for sign in (-1, 1)])
+        _, h, wd = x.shape
+        k = w.shape[2]
+        if transposed:  # stride 2, padding 2, output padding 1: output 2h × 2w
+            full = np.zeros((w.shape[0], 2 * h + k - 1, 2 * wd + k - 1))
+            for a in range(k):
+                for b in range(k):
+                    full[:, a:a + 2 * h:2, b:b + 2 * wd:2] += np.einsum("ihw,oi->ohw", x,
+                                                                        w[:, :, a, b])
+            total = full[:, 2:2 + 2 * h, 2:2 + 2 * wd]
+        else:  # stride 1, padding k // 2
+            padded = np.pad(x, ((0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+            total = sum(np.einsum("ihw,oi->ohw", padded[:, a:a + h, b:b + wd], w[:, :, a, b])
+                        for a in range(k) for b in range(k))
+        x = np.floor((total + bias[:, None, None]) * unit / 2.0 ** 20 / step + 0.5)
+        unit = step
+    mean, raw = np.split(x, 2)
+    return mean * step, np.searchsorted(SCALE_THRESHOLDS, raw, side="right")
+
+
+def test_format_md_description_gives_the_same_bits(loaded, z):
+    """An independent implementation of FORMAT.md agrees bit for bit (rounding the weights half
+    up instead of half to even already breaks it)."""
+    mean, table = loaded.prior(z)
+    reference_mean, reference_table = reference_prior(loaded.model.hyper_synthesis, z)
+    assert np.array_equal(mean[0].numpy(), reference_mean)
+    assert np.array_equal(table[0], reference_table)
