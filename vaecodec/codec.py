@@ -87,8 +87,7 @@ def decompress(data, weights_path=None, max_pixels=MAX_PIXELS):
     if stream.model_id != codec.model_id:
         raise CodecError(f"made with model {stream.model_id.hex()}, but the loaded weights are "
                          f"{codec.model_id.hex()}; decode with the vaecodec version that made it")
-    y_h, y_w = -(-stream.height // STRIDE) * 4, -(-stream.width // STRIDE) * 4
-    z_shape = (1, codec.model.n, y_h // 4, y_w // 4)
+    z_shape = (1, codec.model.n, -(-stream.height // Z_CELL), -(-stream.width // Z_CELL))
     z = entropy.decode(stream.z, _z_tables(z_shape), codec.z_tables)
     mean, table = codec.prior(z)
     s = entropy.decode(stream.y, table, codec.y_tables)
