@@ -1,10 +1,12 @@
 """`vaecodec train`: trains, resumes from its checkpoint, exports weights the codec can use."""
 
 import numpy as np
+import torch
 from click.testing import CliRunner
 
 from vaecodec import codec, weights
 from vaecodec.cli import main
+from vaecodec.model import VAE
 
 
 def test_train_resume_export_and_use(tmp_path, photo):
@@ -32,3 +34,41 @@ def test_train_refuses_an_empty_folder(tmp_path):
     result = CliRunner().invoke(main, ["train", str(tmp_path), "--checkpoint",
                                        str(tmp_path / "c.ckpt"), "--steps", "1"])
     assert result.exit_code == 1 and "no training images" in result.stderr
+
+
+def test_init_starts_a_new_run_from_a_weights_file(tmp_path, photo):
+    data = tmp_path / "images"
+    data.mkdir()
+    photo.save(data / "a.png")
+    torch.manual_seed(1)
+    start = VAE(8, 12)
+    weights.save_weights(start, tmp_path / "start.pt")
+    # A learning rate of 1e-12 leaves the weights where they started: the exported EMA must be
+    # the init file's model (and its size, not the one asked for with --channels/--latents).
+    result = CliRunner().invoke(main, [
+        "train", str(data), "--checkpoint", str(tmp_path / "run.ckpt"), "--init",
+        str(tmp_path / "start.pt"), "--steps", "1", "--lr", "1e-12", "--batch-size", "1",
+        "--crop", "64", "--channels", "16", "--latents", "16", "--precision", "fp32",
+        "--export", str(tmp_path / "out.pt")])
+    assert result.exit_code == 0, result.output
+    assert "started from" in result.stderr and "fp32 transforms" in result.stderr
+    exported = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert exported["config"] == {"n": 8, "m": 12}
+    for name, value in start.state_dict().items():
+        torch.testing.assert_close(exported["state_dict"][name], value, rtol=0, atol=1e-6)
+
+
+def test_mixed_precision_keeps_the_prior_and_rates_in_fp32(photo):
+    """Under bf16 autocast the transforms run in bf16, the hyper-synthesis (whose means and
+    scales the coder's tables come from) and the bits in fp32."""
+    model = VAE(8, 12)
+    dtypes = {}
+    for name in ("analysis", "hyper_synthesis", "synthesis"):
+        getattr(model, name).register_forward_hook(
+            lambda module, args, out, name=name: dtypes.__setitem__(name, out.dtype))
+    x = torch.from_numpy(np.asarray(photo)[:64, :64].copy()).permute(2, 0, 1)[None] / 255
+    with torch.autocast("cpu", torch.bfloat16):
+        x_hat, bits = model(x, torch.tensor([3.0]))
+    assert dtypes == {"analysis": torch.bfloat16, "hyper_synthesis": torch.float32,
+                      "synthesis": torch.bfloat16}
+    assert bits.dtype == torch.float32 and x_hat.dtype == torch.float32

@@ -260,13 +260,21 @@ def info(inputs):
               help="Width N of the transforms (new runs only).")
 @click.option("--latents", "m", type=click.IntRange(min=8), default=160, show_default=True,
               help="Latent channels M (new runs only).")
-def train(data_dir, checkpoint, export, steps, minutes, lr, batch_size, crop, n, m):
+@click.option("--init", type=click.Path(exists=True, dir_okay=False),
+              help="Start a new run from this weights file instead of random weights.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+              show_default=True,
+              help="Arithmetic of the transforms (the prior and rates are always fp32); auto: "
+                   "bf16 where the hardware runs it natively.")
+def train(data_dir, checkpoint, export, steps, minutes, lr, batch_size, crop, n, m, init,
+          precision):
     """Train the model on a folder of images (CUDA when available)."""
     from .train import train as run
 
     try:
         run(data_dir, checkpoint, steps, minutes, batch_size=batch_size, crop=crop, lr=lr,
-            n=n, m=m, export=export, log=lambda line: click.echo(line, err=True))
+            n=n, m=m, init=init, precision=precision, export=export,
+            log=lambda line: click.echo(line, err=True))
     except (ValueError, OSError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)

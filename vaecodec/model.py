@@ -169,13 +169,17 @@ class VAE(nn.Module):
         decoders see (mixed quantization). Returns the reconstruction and bits per image."""
         gain, inverse_gain = self.gains(position)
         y = self.analysis(x).float() * gain
-        z = self.hyper_analysis(y)
-        z_hat = z + (torch.round(z) - z).detach()
-        z_bits = -torch.log2(self.z_prior.likelihood(z + torch.rand_like(z) - 0.5).clamp_min(1e-9))
-        mean, scale = self.prior(z_hat)
-        y_noisy = y + torch.rand_like(y) - 0.5
-        y_bits = -torch.log2(gaussian_likelihood(y_noisy - mean, scale).clamp_min(1e-9))
-        y_hat = y + (torch.round(y - mean) + mean - y).detach()
+        z = self.hyper_analysis(y).float()
+        # Under mixed precision the transforms run in bf16 but the prior of y and the rate terms
+        # stay in fp32: the coder's tables and means come from them.
+        with torch.autocast(x.device.type, enabled=False):
+            z_hat = z + (torch.round(z) - z).detach()
+            z_noisy = z + torch.rand_like(z) - 0.5
+            z_bits = -torch.log2(self.z_prior.likelihood(z_noisy).clamp_min(1e-9))
+            mean, scale = self.prior(z_hat)
+            y_noisy = y + torch.rand_like(y) - 0.5
+            y_bits = -torch.log2(gaussian_likelihood(y_noisy - mean, scale).clamp_min(1e-9))
+            y_hat = y + (torch.round(y - mean) + mean - y).detach()
         x_hat = self.synthesis(y_hat * inverse_gain)
         bits = y_bits.sum(dim=(1, 2, 3)) + z_bits.sum(dim=(1, 2, 3))
         return x_hat.float(), bits
