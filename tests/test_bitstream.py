@@ -18,7 +18,7 @@ def test_layout_is_exactly_as_documented():
     stream = Bitstream(model_id=bytes(range(1, 9)), width=3, height=2, mode="RGBA",
                        quality=75.5, z=b"ab", y=b"cdef", alpha=b"g")
     header = bytes.fromhex(
-        "5641451a" "02" "0102030405060708" "00000003" "00000002" "03" "1d7e"
+        "5641451a" "03" "0102030405060708" "00000003" "00000002" "03" "1d7e"
         "00000002" "00000004" "00000001")
     assert stream.to_bytes() == with_crc(header + b"abcdefg")
     assert Bitstream.from_bytes(stream.to_bytes()) == stream
@@ -55,7 +55,8 @@ def test_every_single_bit_flip_is_detected(small_file):
     (b"", "bad magic"),
     (MAGIC, "truncated"),
     (b"GIF89a" + bytes(40), "bad magic"),
-    (MAGIC + bytes([VERSION + 1]) + bytes(60), "version 3 is not supported.*upgrade vaecodec"),
+    (MAGIC + bytes([VERSION + 1]) + bytes(60), "version 4 is not supported.*upgrade vaecodec"),
+    (MAGIC + bytes([2]) + bytes(60), "version 2 is not supported.*with vaecodec 0.2"),
     (MAGIC + bytes([1]) + bytes(60), "version 1 is not supported.*with vaecodec 0.1"),
 ])
 def test_foreign_files_are_named(data, message):

@@ -12,8 +12,7 @@ from vaecodec.model import quality_position
 
 
 def synthesize(loaded, rgb, quality, dtype, autocast=False):
-    z, s, _ = codec.latents(loaded, rgb, quality)
-    mean, _ = loaded.prior(z)
+    _, s, mean, _, _ = codec.latents(loaded, rgb, quality)
     model = copy.deepcopy(loaded.model).to(dtype)
     _, inverse_gain = model.gains(torch.tensor([quality_position(quality)]))
     y_hat = (torch.from_numpy(s).double() + mean).to(dtype)

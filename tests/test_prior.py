@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vaecodec import codec, entropy, weights
-from vaecodec.model import SCALE_MIN
+from vaecodec.model import SCALE_MIN, anchors, mean_scale
 from vaecodec.prior import ACTIVATION_BITS, SCALE_THRESHOLDS, ExactPrior
 
 
@@ -18,9 +18,15 @@ def loaded():
 
 
 @pytest.fixture(scope="module")
-def z(loaded, photo):
-    z, _, _ = codec.latents(loaded, np.asarray(photo), 80)
-    return z
+def latent(loaded, photo):
+    """z and the decoded ŷ = s + μ of a real photo."""
+    z, s, mean, _, _ = codec.latents(loaded, np.asarray(photo), 80)
+    return z, torch.from_numpy(s) + mean
+
+
+def prior_of(prior, z, y_hat):
+    """(μ, table) of every element of y: the hyperprior's, refined on the non-anchors."""
+    return prior.split(prior.refine(prior.hyper(z), y_hat))
 
 
 def nearest_scale(raw):
@@ -39,75 +45,104 @@ def test_thresholds_select_the_nearest_scale():
         assert nearest_scale(threshold * unit) == k + 1
 
 
-def permuted(hyper_synthesis, z, seed=0):
-    """The same function with the input channels and the first hidden channels reordered: a
-    different summation order for every output."""
-    layers = copy.deepcopy(hyper_synthesis)
-    first, second = layers[0], layers[2]
+def permuted(model, z, seed=0):
+    """The same functions with channels reordered: the input and first hidden channels of the
+    hyper-synthesis, the context's outputs and the fusion's hidden channels. Every output is then
+    summed in another order."""
+    model = copy.deepcopy(model)
+    first, second = model.hyper_synthesis[0], model.hyper_synthesis[2]
+    context, fusion, last = model.context_prediction, model.entropy_parameters[0], \
+        model.entropy_parameters[2]
     rng = np.random.default_rng(seed)
     inputs = torch.from_numpy(rng.permutation(first.in_channels))
     hidden = torch.from_numpy(rng.permutation(first.out_channels))
+    contexts = torch.from_numpy(rng.permutation(context.out_channels))
+    fused = torch.from_numpy(rng.permutation(fusion.out_channels))
+    fusion_inputs = torch.cat([torch.arange(2 * model.m), 2 * model.m + contexts])
     with torch.no_grad():
         first.weight.copy_(first.weight[inputs][:, hidden])
         first.bias.copy_(first.bias[hidden])
         second.weight.copy_(second.weight[hidden])
-    return layers, z[:, inputs.numpy()]
+        context.weight.copy_(context.weight[contexts])
+        context.bias.copy_(context.bias[contexts])
+        fusion.weight.copy_(fusion.weight[fused][:, fusion_inputs])
+        fusion.bias.copy_(fusion.bias[fused])
+        last.weight.copy_(last.weight[:, fused])
+    return model, z[:, inputs.numpy()]
 
 
-def test_summation_order_does_not_change_a_bit(loaded, z):
-    mean, table = loaded.prior(z)
-    layers, z_permuted = permuted(loaded.model.hyper_synthesis, z)
-    mean_permuted, table_permuted = ExactPrior(layers)(z_permuted)
+def test_summation_order_does_not_change_a_bit(loaded, latent):
+    z, y_hat = latent
+    mean, table = prior_of(loaded.prior, z, y_hat)
+    model, z_permuted = permuted(loaded.model, z)
+    mean_permuted, table_permuted = prior_of(ExactPrior(model), z_permuted, y_hat)
     assert torch.equal(mean, mean_permuted)
     assert np.array_equal(table, table_permuted)
     # Control: the same reordering in plain float64 does change results.
     with torch.no_grad():
-        plain = copy.deepcopy(loaded.model.hyper_synthesis).double()(torch.from_numpy(z).double())
-        reordered = layers.double()(torch.from_numpy(z_permuted).double())
+        plain = copy.deepcopy(loaded.model).double()
+        reordered = model.double()
+        plain = plain.refine(plain.hyper_synthesis(torch.from_numpy(z).double()), y_hat)
+        reordered = reordered.refine(
+            reordered.hyper_synthesis(torch.from_numpy(z_permuted).double()), y_hat)
     assert not torch.equal(plain, reordered)
 
 
-def test_thread_count_does_not_change_a_bit(loaded, z):
+def test_context_refines_only_the_non_anchors(loaded, latent):
+    z, y_hat = latent
+    params = loaded.prior.hyper(z)
+    _, hyper_table = loaded.prior.split(params)
+    _, table = loaded.prior.split(loaded.prior.refine(params, y_hat))
+    where = np.broadcast_to(anchors(*table.shape[2:]).numpy(), table.shape)
+    assert np.array_equal(table[where], hyper_table[where])
+    assert np.mean(table[~where] != hyper_table[~where]) > 0.1
+
+
+def test_thread_count_does_not_change_a_bit(loaded, latent):
     threads = torch.get_num_threads()
     try:
         results = []
         for count in (1, 2):
             torch.set_num_threads(count)
-            results.append(loaded.prior(z))
+            results.append(prior_of(loaded.prior, *latent))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(results[0][0], results[1][0])
     assert np.array_equal(results[0][1], results[1][1])
 
 
-def test_close_to_the_float_model(loaded, z):
-    mean, table = loaded.prior(z)
+def test_close_to_the_float_model(loaded, latent):
+    z, y_hat = latent
+    mean, table = prior_of(loaded.prior, z, y_hat)
     with torch.no_grad():
-        mean_float, scale_float = loaded.model.prior(torch.from_numpy(z).float())
+        params = loaded.model.hyper_synthesis(torch.from_numpy(z).float())
+        mean_float, scale_float = mean_scale(loaded.model.refine(params, y_hat.float()))
     assert (mean - mean_float.double()).abs().max() < 0.01
     nearest = np.abs(np.log(entropy.SCALES)[:, None] - np.log(scale_float.numpy().ravel())).argmin(0)
     differs = table.ravel() != nearest
     assert np.abs(table.ravel() - nearest).max() <= 1 and differs.mean() < 0.005
 
 
-def test_absurd_hyper_latents_stay_exact(loaded):
-    """The clamps keep every sum below 2^53 even for hostile values of z, so the results still do
-    not depend on the summation order (without them this fails)."""
-    z = np.random.default_rng(1).integers(-1 << 40, 1 << 40, size=(1, loaded.model.n, 2, 3))
-    mean, table = loaded.prior(z)
-    layers, z_permuted = permuted(loaded.model.hyper_synthesis, z)
-    mean_permuted, table_permuted = ExactPrior(layers)(z_permuted)
+def test_absurd_latents_stay_exact(loaded):
+    """The clamps keep every sum below 2^53 even for hostile values of z and of the decoded
+    anchors, so the results still do not depend on the summation order (without them this
+    fails)."""
+    rng = np.random.default_rng(1)
+    z = rng.integers(-1 << 40, 1 << 40, size=(1, loaded.model.n, 2, 3))
+    y_hat = torch.from_numpy(rng.integers(-1 << 40, 1 << 40, size=(1, loaded.model.m, 8, 12)))
+    mean, table = prior_of(loaded.prior, z, y_hat.double())
+    model, z_permuted = permuted(loaded.model, z)
+    mean_permuted, table_permuted = prior_of(ExactPrior(model), z_permuted, y_hat.double())
     assert torch.equal(mean, mean_permuted) and np.array_equal(table, table_permuted)
     assert torch.isfinite(mean).all()
     assert table.min() >= 0 and table.max() < len(entropy.SCALES)
 
 
-def reference_prior(hyper_synthesis, z):
-    """FORMAT.md's description of the prior, written again in plain numpy (a different library
-    and summation order): a decoder written from the document must get the same bits."""
+def reference_network(layers, x, unit):
+    """FORMAT.md's fixed-point arithmetic for a stack of layers, in plain numpy: x holds
+    integers in units of `unit`; the result is in units of 2^-14."""
     step = 2.0 ** -ACTIVATION_BITS
-    x, unit = z[0].astype(np.float64), 1.0  # x holds multiples of `unit`, as integers
-    for layer in hyper_synthesis:
+    for layer in layers:
         if isinstance(layer, torch.nn.LeakyReLU):
             x = np.where(x < 0, np.floor(0.01 * x + 0.5), x)
             continue
@@ -134,14 +169,30 @@ def reference_prior(hyper_synthesis, z):
                         for a in range(k) for b in range(k))
         x = np.floor((total + bias[:, None, None]) * unit / 2.0 ** 20 / step + 0.5)
         unit = step
-    mean, raw = np.split(x, 2)
+    return x
+
+
+def reference_prior(model, z, y_hat):
+    """FORMAT.md's description of the prior, written again in plain numpy (a different library
+    and summation order): a decoder written from the document must get the same bits."""
+    step = 2.0 ** -ACTIVATION_BITS
+    params = reference_network(model.hyper_synthesis, z[0].astype(np.float64), 1.0)
+    _, h, w = params.shape
+    anchor = (np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0
+    anchors_only = np.where(anchor, y_hat[0].numpy() / step, 0.0)
+    context = reference_network([model.context_prediction], anchors_only, step)
+    correction = reference_network(model.entropy_parameters,
+                                   np.concatenate([params, context]), step)
+    params = np.where(anchor, params, params + correction)
+    mean, raw = np.split(params, 2)
     return mean * step, np.searchsorted(SCALE_THRESHOLDS, raw, side="right")
 
 
-def test_format_md_description_gives_the_same_bits(loaded, z):
+def test_format_md_description_gives_the_same_bits(loaded, latent):
     """An independent implementation of FORMAT.md agrees bit for bit (rounding the weights half
     up instead of half to even already breaks it)."""
-    mean, table = loaded.prior(z)
-    reference_mean, reference_table = reference_prior(loaded.model.hyper_synthesis, z)
+    z, y_hat = latent
+    mean, table = prior_of(loaded.prior, z, y_hat)
+    reference_mean, reference_table = reference_prior(loaded.model, z, y_hat)
     assert np.array_equal(mean[0].numpy(), reference_mean)
     assert np.array_equal(table[0], reference_table)

@@ -58,17 +58,47 @@ def test_init_starts_a_new_run_from_a_weights_file(tmp_path, photo):
         torch.testing.assert_close(exported["state_dict"][name], value, rtol=0, atol=1e-6)
 
 
+def test_init_adds_a_context_to_weights_trained_without_one(tmp_path, photo):
+    data = tmp_path / "images"
+    data.mkdir()
+    photo.save(data / "a.png")
+    weights.save_weights(VAE(8, 12), tmp_path / "start.pt")
+    state = torch.load(tmp_path / "start.pt", weights_only=True)
+    state["state_dict"] = {k: v for k, v in state["state_dict"].items()
+                           if not k.startswith(("context_prediction", "entropy_parameters"))}
+    torch.save(state, tmp_path / "start.pt")
+    args = ["train", str(data), "--init", str(tmp_path / "start.pt"), "--steps", "1",
+            "--batch-size", "1", "--crop", "64"]
+    result = CliRunner().invoke(main, args + ["--checkpoint", str(tmp_path / "a.ckpt")])
+    assert result.exit_code == 0, result.output
+    assert "(6 new tensors initialized)" in result.stderr
+
+    # Anything else that does not match is an error, not a silent re-initialization.
+    for key, change in (("extra.weight", torch.zeros(1)), ("log_gain", None)):
+        state_dict = dict(state["state_dict"])
+        if change is None:
+            del state_dict[key]
+        else:
+            state_dict[key] = change
+        torch.save({**state, "state_dict": state_dict}, tmp_path / "start.pt")
+        result = CliRunner().invoke(main, args + ["--checkpoint", str(tmp_path / f"{key}.ckpt")])
+        assert result.exit_code == 1
+        assert result.stderr == f"error: {tmp_path / 'start.pt'} does not fit this model: {key}\n"
+
+
 def test_mixed_precision_keeps_the_prior_and_rates_in_fp32(photo):
-    """Under bf16 autocast the transforms run in bf16, the hyper-synthesis (whose means and
-    scales the coder's tables come from) and the bits in fp32."""
+    """Under bf16 autocast the transforms run in bf16, the prior of y (the hyper-synthesis and
+    the context, whose means and scales the coder's tables come from) and the bits in fp32."""
     model = VAE(8, 12)
     dtypes = {}
-    for name in ("analysis", "hyper_synthesis", "synthesis"):
+    for name in ("analysis", "hyper_synthesis", "context_prediction", "entropy_parameters",
+                 "synthesis"):
         getattr(model, name).register_forward_hook(
             lambda module, args, out, name=name: dtypes.__setitem__(name, out.dtype))
     x = torch.from_numpy(np.asarray(photo)[:64, :64].copy()).permute(2, 0, 1)[None] / 255
     with torch.autocast("cpu", torch.bfloat16):
         x_hat, bits = model(x, torch.tensor([3.0]))
     assert dtypes == {"analysis": torch.bfloat16, "hyper_synthesis": torch.float32,
+                      "context_prediction": torch.float32, "entropy_parameters": torch.float32,
                       "synthesis": torch.bfloat16}
     assert bits.dtype == torch.float32 and x_hat.dtype == torch.float32

@@ -1,4 +1,4 @@
-"""The `.vae` container (format version 2). FORMAT.md in the repository root documents it byte by
+"""The `.vae` container (format version 3). FORMAT.md in the repository root documents it byte by
 byte; this module is the one place that writes and checks it.
 
 Everything is validated before anything is allocated for decoding: magic, version, sizes against
@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from .errors import CodecError
 
 MAGIC = b"VAE\x1a"
-VERSION = 2  # 2: the prior is computed in integers (prior.py); version 1 used float64
+VERSION = 3  # 3: checkerboard context; 2: hyperprior only; 1: the prior in float64
+# The release that reads each older version.
+READERS = {1: "vaecodec 0.1", 2: "vaecodec 0.2"}
 MODES = ("L", "LA", "RGB", "RGBA")
 MAX_PIXELS = 2 ** 26  # default limit on the padded width × height (67 MP), checked up front
 STRIDE = 64  # the codec pads images to a multiple of this in both directions
@@ -50,7 +52,8 @@ class Bitstream:
         if len(data) < OVERHEAD:
             raise CodecError(f"truncated file ({len(data)} bytes, header alone is {OVERHEAD})")
         if data[4] != VERSION:
-            remedy = "upgrade vaecodec" if data[4] > VERSION else "decode it with vaecodec 0.1"
+            remedy = (f"decode it with {READERS[data[4]]}" if data[4] in READERS
+                      else "upgrade vaecodec")
             raise CodecError(f"format version {data[4]} is not supported "
                              f"(this vaecodec reads version {VERSION}); {remedy}")
         (_, _, model_id, width, height, mode, quality,

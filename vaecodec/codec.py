@@ -3,8 +3,10 @@
 compress:   pixels → pad to a multiple of STRIDE → analysis · gain → y
             y → hyper_analysis → round → z        (coded against the factorized prior)
             z → hyper_synthesis → (μ, table)      (exact integer arithmetic: prior.py)
-            s = round(y − μ)                      (coded against the table's zero-mean Gaussian)
-decompress: z → (μ, table) → s → ŷ = s + μ → synthesis · inverse gain → crop → pixels
+            anchors:     s = round(y − μ)         (coded against the table's zero-mean Gaussian)
+            non-anchors: (μ, table) refined from the anchors' ŷ = s + μ, then s = round(y − μ)
+decompress: z → (μ, table) → anchors' s → refined (μ, table) → the other s → ŷ = s + μ
+            → synthesis · inverse gain → crop → pixels
 
 The prior is the only computation that encoder and decoder must agree on exactly, since it
 selects the coding tables; it runs in integers, so it is the same on every machine. The big
@@ -20,14 +22,14 @@ import torch
 from . import entropy, images, weights
 from .bitstream import MAX_PIXELS, STRIDE, Bitstream, quality_code
 from .errors import CodecError
-from .model import Y_CELL, Z_CELL, quality_position
+from .model import Y_CELL, Z_CELL, anchors, quality_position
 from .tiles import by_tiles
 
 DEFAULT_QUALITY = 75
 
 
-def latents(codec, rgb, quality):
-    """The integers the bitstream carries for an H×W×3 uint8 image: (z, s, table of s)."""
+def analyse(codec, rgb, quality):
+    """An H×W×3 uint8 image → (y as a float64 tensor, the integer hyper-latent z)."""
     height, width = rgb.shape[:2]
     padded = np.pad(rgb, ((0, -height % STRIDE), (0, -width % STRIDE), (0, 0)), mode="edge")
     gain, _ = codec.model.gains(torch.tensor([quality_position(quality)]))
@@ -38,10 +40,36 @@ def latents(codec, rgb, quality):
     with torch.no_grad():
         y = by_tiles(analysis, torch.from_numpy(padded).permute(2, 0, 1)[None], Y_CELL, 1, Y_CELL)
         z = by_tiles(codec.model.hyper_analysis, y, Z_CELL // Y_CELL, 1, Z_CELL)
-        z = torch.round(z).numpy().astype(np.int64)
-    mean, table = codec.prior(z)
-    s = torch.round(y.double() - mean).numpy().astype(np.int64)
-    return z, s, table
+    return y.double(), torch.round(z).numpy().astype(np.int64)
+
+
+def residual_passes(codec, z, residuals):
+    """The two checkerboard passes that encoder and decoder share. `residuals(where, mean,
+    table)` gives s at the elements `where` (a boolean array over y) from their mean and tables:
+    the encoder computes and codes them, the decoder decodes them. Returns (s, μ, table)."""
+    params = codec.prior.hyper(z)
+    mean, table = codec.prior.split(params)
+    where = np.broadcast_to(anchors(*table.shape[2:]).numpy(), table.shape)
+    s = np.zeros(table.shape, dtype=np.int64)
+    s[where] = residuals(where, mean, table)
+    mean, table = codec.prior.split(codec.prior.refine(params, torch.from_numpy(s) + mean))
+    s[~where] = residuals(~where, mean, table)
+    return s, mean, table
+
+
+def latents(codec, rgb, quality):
+    """What the encoder computes for an H×W×3 uint8 image: z, the residuals s = round(y − μ), their
+    means μ and tables, and the y section that codes s."""
+    y, z = analyse(codec, rgb, quality)
+    coder = entropy.Encoder(codec.y_tables)
+
+    def residuals(where, mean, table):
+        s = torch.round(y - mean).numpy().astype(np.int64)[where]
+        coder.encode(s, table[where])
+        return s
+
+    s, mean, table = residual_passes(codec, z, residuals)
+    return z, s, mean, table, coder.finish()
 
 
 def pixels(codec, s, mean, quality, width, height):
@@ -69,13 +97,13 @@ def compress(image, quality=DEFAULT_QUALITY, weights_path=None, max_pixels=MAX_P
     quality = quality_code(quality) / 100
     rgb, alpha, mode = images.split_channels(image, max_pixels)
     codec = weights.load(weights_path)
-    z, s, table = latents(codec, rgb, quality)
+    z, _, _, _, y_section = latents(codec, rgb, quality)
     alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else b""
     return Bitstream(
         model_id=codec.model_id, width=rgb.shape[1], height=rgb.shape[0], mode=mode,
         quality=quality,
         z=entropy.encode(z, _z_tables(z.shape), codec.z_tables),
-        y=entropy.encode(s, table, codec.y_tables),
+        y=y_section,
         alpha=alpha_bytes,
     ).to_bytes()
 
@@ -89,8 +117,8 @@ def decompress(data, weights_path=None, max_pixels=MAX_PIXELS):
                          f"{codec.model_id.hex()}; decode with the vaecodec version that made it")
     z_shape = (1, codec.model.n, -(-stream.height // Z_CELL), -(-stream.width // Z_CELL))
     z = entropy.decode(stream.z, _z_tables(z_shape), codec.z_tables)
-    mean, table = codec.prior(z)
-    s = entropy.decode(stream.y, table, codec.y_tables)
+    y_coder = entropy.Decoder(stream.y, codec.y_tables)
+    s, mean, _ = residual_passes(codec, z, lambda where, mean, table: y_coder.decode(table[where]))
     rgb = pixels(codec, s, mean, stream.quality, stream.width, stream.height)
     alpha = _decode_alpha(stream) if "A" in stream.mode else None
     return images.join_channels(rgb, alpha, stream.mode)

@@ -95,50 +95,79 @@ def factorized_tables(prior, search=1024):
     return Tables(np.array(lows, dtype=np.int64), pmfs)
 
 
+class Encoder:
+    """One range-coded stream written in passes: each pass codes its values grouped by table,
+    then its escapes, so a decoder can stop after any pass and compute the next pass's tables."""
+
+    def __init__(self, tables):
+        self.tables = tables
+        self._coder = constriction.stream.queue.RangeEncoder()
+
+    def encode(self, values, table):
+        """One pass: integer `values` (any shape), `table[i]` picking the table of values[i]."""
+        tables = self.tables
+        values, table, _, ends = _layout(values, table, tables)
+        low = tables.lows[table]
+        high = low + np.array([len(p) for p in tables.pmfs])[table] - 1
+        if np.any(values <= low - ESCAPE_RANGE) or np.any(values >= high + ESCAPE_RANGE):
+            raise CodecError("latent values out of the coder's range (is the input image valid?)")
+        symbols = (np.clip(values, low, high) - low).astype(np.int32)
+        models = tables.models()
+        for k, start, stop in ends:
+            self._coder.encode(symbols[start:stop], models[k])
+        escaped = (values <= low) | (values >= high)
+        distance = np.where(values <= low, low - values, values - high)[escaped]
+        self._coder.encode(distance.astype(np.int32), _escape_model)
+
+    def finish(self):
+        """The compressed bytes (little-endian 32-bit words)."""
+        return self._coder.get_compressed().astype("<u4").tobytes()
+
+
+class Decoder:
+    """Reads back an Encoder's stream, pass by pass, given the same tables in the same order."""
+
+    def __init__(self, data, tables):
+        if len(data) % 4:
+            raise CodecError("entropy-coded section has a length that is not a multiple of 4")
+        self.tables = tables
+        self._coder = constriction.stream.queue.RangeDecoder(
+            np.frombuffer(data, dtype="<u4").astype(np.uint32))
+
+    def decode(self, table):
+        """One pass: the integer values, shaped like `table`."""
+        tables = self.tables
+        shape = np.shape(table)
+        _, table, order, ends = _layout(np.zeros(shape, dtype=np.int64), table, tables)
+        models = tables.models()
+        symbols = np.empty(len(table), dtype=np.int64)
+        try:
+            for k, start, stop in ends:
+                symbols[start:stop] = self._coder.decode(models[k], stop - start)
+            low = tables.lows[table]
+            values = symbols + low
+            at_low = symbols == 0
+            at_high = symbols == np.array([len(p) for p in tables.pmfs])[table] - 1
+            escaped = at_low | at_high
+            distance = self._coder.decode(_escape_model, int(escaped.sum())).astype(np.int64)
+        except Exception as error:  # constriction reports corrupt input as generic errors
+            raise CodecError(f"entropy-coded data is corrupt ({error})") from None
+        values[escaped] += np.where(at_low[escaped], -distance, distance)
+        out = np.empty(len(table), dtype=np.int64)
+        out[order] = values
+        return out.reshape(shape)
+
+
 def encode(values, table, tables):
-    """Code integer `values` (any shape) against `tables`; `table[i]` picks the table of
-    values[i]. Returns the compressed bytes."""
-    values, table, order, ends = _layout(values, table, tables)
-    low = tables.lows[table]
-    high = low + np.array([len(p) for p in tables.pmfs])[table] - 1
-    if np.any(values <= low - ESCAPE_RANGE) or np.any(values >= high + ESCAPE_RANGE):
-        raise CodecError("latent values out of the coder's range (is the input image valid?)")
-    symbols = (np.clip(values, low, high) - low).astype(np.int32)
-    encoder = constriction.stream.queue.RangeEncoder()
-    models = tables.models()
-    for k, start, stop in ends:
-        encoder.encode(symbols[start:stop], models[k])
-    escaped = (values <= low) | (values >= high)
-    distance = np.where(values <= low, low - values, values - high)[escaped]
-    encoder.encode(distance.astype(np.int32), _escape_model)
-    return encoder.get_compressed().astype("<u4").tobytes()  # little-endian words
+    """A stream of one pass (see Encoder.encode)."""
+    encoder = Encoder(tables)
+    encoder.encode(values, table)
+    return encoder.finish()
 
 
 def decode(data, table, tables):
-    """Inverse of `encode`: the integer values, shaped like `table`."""
-    if len(data) % 4:
-        raise CodecError("entropy-coded section has a length that is not a multiple of 4")
-    shape = np.shape(table)
-    _, table, order, ends = _layout(np.zeros(shape, dtype=np.int64), table, tables)
-    decoder = constriction.stream.queue.RangeDecoder(
-        np.frombuffer(data, dtype="<u4").astype(np.uint32))
-    models = tables.models()
-    symbols = np.empty(len(table), dtype=np.int64)
-    try:
-        for k, start, stop in ends:
-            symbols[start:stop] = decoder.decode(models[k], stop - start)
-        low = tables.lows[table]
-        values = symbols + low
-        at_low = symbols == 0
-        at_high = symbols == np.array([len(p) for p in tables.pmfs])[table] - 1
-        escaped = at_low | at_high
-        distance = decoder.decode(_escape_model, int(escaped.sum())).astype(np.int64)
-    except Exception as error:  # constriction reports corrupt input as generic errors
-        raise CodecError(f"entropy-coded data is corrupt ({error})") from None
-    values[escaped] += np.where(at_low[escaped], -distance, distance)
-    out = np.empty(len(table), dtype=np.int64)
-    out[order] = values
-    return out.reshape(shape)
+    """Inverse of `encode`."""
+    return Decoder(data, tables).decode(table)
 
 
 def _layout(values, table, tables):

@@ -117,14 +117,22 @@ def gaussian_likelihood(residual, scale):
     return normal.cdf((0.5 - v) / scale) - normal.cdf((-0.5 - v) / scale)
 
 
-def mean_scale(hyper_output):
-    """Split the hyper-synthesis output into the mean and the (positive) scale of y."""
-    mean, raw = hyper_output.chunk(2, dim=1)
+def mean_scale(params):
+    """Split the prior's output into the mean and the (positive) scale of y."""
+    mean, raw = params.chunk(2, dim=1)
     return mean, SCALE_MIN + F.softplus(raw)
 
 
+def anchors(height, width):
+    """The first half of y's checkerboard: the elements whose row + column is even ([H, W] bool).
+    They are coded with the hyperprior alone; the other half also sees its decoded anchors."""
+    rows, cols = torch.arange(height)[:, None], torch.arange(width)[None, :]
+    return (rows + cols) % 2 == 0
+
+
 class VAE(nn.Module):
-    """Mean-scale hyperprior VAE with gain units. N: transform width, M: latent channels."""
+    """Mean-scale hyperprior VAE with a checkerboard context and gain units. N: transform width,
+    M: latent channels."""
 
     def __init__(self, n=128, m=192):
         super().__init__()
@@ -139,6 +147,14 @@ class VAE(nn.Module):
         self.hyper_synthesis = nn.Sequential(
             _deconv(n, m), nn.LeakyReLU(), _deconv(m, m * 3 // 2), nn.LeakyReLU(),
             _conv(m * 3 // 2, m * 2, 3, 1))
+        # Checkerboard context (He et al. 2021): a 5×5 convolution over the decoded anchors, fused
+        # with the hyperprior's output by 1×1 layers into a correction of the non-anchors' mean and
+        # scale. The last layer starts at zero, so weights trained without context carry over.
+        self.context_prediction = _conv(m, m, 5, 1)
+        self.entropy_parameters = nn.Sequential(
+            nn.Conv2d(3 * m, 2 * m, 1), nn.LeakyReLU(), nn.Conv2d(2 * m, 2 * m, 1))
+        nn.init.zeros_(self.entropy_parameters[-1].weight)
+        nn.init.zeros_(self.entropy_parameters[-1].bias)
         self.z_prior = FactorizedPrior(n)
         # Gains start spaced as rate–distortion theory suggests (quantization step ∝ 1/√λ), so
         # every λ gets its own rate from the first step instead of all collapsing to one.
@@ -160,9 +176,21 @@ class VAE(nn.Module):
 
         return interpolate(self.log_gain), interpolate(self.log_inverse_gain)
 
-    def prior(self, z_hat):
-        """Mean and scale of y predicted from the quantized hyper-latent."""
-        return mean_scale(self.hyper_synthesis(z_hat))
+    def refine(self, params, y_hat):
+        """The prior's output for y: the hyperprior's `params` ([B, 2M, H, W]: mean and raw scale),
+        corrected on the non-anchors from the anchors of `y_hat` (its other elements are unused)."""
+        mask = anchors(*y_hat.shape[2:]).to(y_hat.device)
+        context = self.context_prediction(y_hat * mask)
+        correction = self.entropy_parameters(torch.cat([params, context], dim=1))
+        return torch.where(mask, params, params + correction)
+
+    def bits(self, z_hat, y_hat):
+        """Bits the float prior assigns to quantized latents [1, N, h, w] and [1, M, H, W]: the
+        model's own estimate of the rate, which the coded file should match."""
+        mean, scale = mean_scale(self.refine(self.hyper_synthesis(z_hat), y_hat))
+        y_bits = -torch.log2(gaussian_likelihood(y_hat - mean, scale).clamp_min(1e-12)).sum()
+        z_bits = -torch.log2(self.z_prior.likelihood(z_hat).clamp_min(1e-12)).sum()
+        return float(y_bits + z_bits)
 
     def forward(self, x, position):
         """Training pass: uniform noise for the rates, straight-through rounding for what the
@@ -176,7 +204,10 @@ class VAE(nn.Module):
             z_hat = z + (torch.round(z) - z).detach()
             z_noisy = z + torch.rand_like(z) - 0.5
             z_bits = -torch.log2(self.z_prior.likelihood(z_noisy).clamp_min(1e-9))
-            mean, scale = self.prior(z_hat)
+            params = self.hyper_synthesis(z_hat)
+            mean, _ = params.chunk(2, dim=1)
+            y_hat = y + (torch.round(y - mean) + mean - y).detach()  # right on the anchors
+            mean, scale = mean_scale(self.refine(params, y_hat))
             y_noisy = y + torch.rand_like(y) - 0.5
             y_bits = -torch.log2(gaussian_likelihood(y_noisy - mean, scale).clamp_min(1e-9))
             y_hat = y + (torch.round(y - mean) + mean - y).detach()

@@ -1,9 +1,10 @@
-"""The prior of y from the hyper-latent z, in exact integer arithmetic: the same on every machine.
+"""The prior of y from the hyper-latent z and the decoded anchors, in exact integer arithmetic:
+the same on every machine.
 
 The entropy decoder must pick exactly the tables the encoder picked, or the rest of the file
 decodes to noise. Floating-point convolutions do not reproduce across machines (summation order,
 BLAS, threads, CPU or GPU: CompressAI #279, Ballé et al. 2019 "Integer networks"). So the
-hyper-synthesis runs in fixed point:
+hyper-synthesis and the checkerboard context run in fixed point:
 
 - weights are rounded to multiples of 2^-WEIGHT_BITS and activations to multiples of
   2^-ACTIVATION_BITS, so every convolution multiplies and adds integers;
@@ -14,7 +15,8 @@ hyper-synthesis runs in fixed point:
 - no exp or log: the table of each element comes from comparing its raw scale output with
   the integer SCALE_THRESHOLDS, not from computing σ.
 
-The mean μ comes out as a multiple of 2^-ACTIVATION_BITS; it only shapes the picture.
+The mean μ comes out as a multiple of 2^-ACTIVATION_BITS, and so does every ŷ = s + μ that the
+context reads.
 """
 
 import numpy as np
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import Y_CELL, Z_CELL
+from .model import Y_CELL, Z_CELL, anchors
 from .tiles import by_tiles
 
 WEIGHT_BITS = 20
@@ -73,36 +75,58 @@ class _IntegerConv:
         return torch.floor(total * shift + 0.5)
 
 
-class ExactPrior:
-    """(μ, table index) for every element of y from the integer hyper-latent z."""
+def _integer_network(layers, input_bits):
+    """The exact version of a stack of convolutions and LeakyReLUs, taking integers with
+    `input_bits` fraction bits and giving integers with ACTIVATION_BITS fraction bits."""
+    steps = []
+    for layer in layers:
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            steps.append(_IntegerConv(layer, input_bits))
+            input_bits = ACTIVATION_BITS
+        elif isinstance(layer, nn.LeakyReLU):
+            slope = layer.negative_slope
+            steps.append(lambda x, slope=slope: torch.where(x < 0, torch.floor(x * slope + 0.5), x))
+        else:
+            raise TypeError(f"no exact version of {type(layer).__name__}")
 
-    def __init__(self, hyper_synthesis):
-        self.steps = []
-        bits = 0  # z is integer
-        for layer in hyper_synthesis:
-            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-                self.steps.append(_IntegerConv(layer, bits))
-                bits = ACTIVATION_BITS
-            elif isinstance(layer, nn.LeakyReLU):
-                self.steps.append(self._leaky(layer.negative_slope))
-            else:
-                raise TypeError(f"no exact version of {type(layer).__name__}")
-        self.thresholds = torch.tensor(SCALE_THRESHOLDS, dtype=torch.float64)
-
-    def _integers(self, x):
-        for step in self.steps:
+    def network(x):
+        for step in steps:
             x = step(x)
         return x
 
-    @staticmethod
-    def _leaky(slope):
-        return lambda x: torch.where(x < 0, torch.floor(x * slope + 0.5), x)
+    return network
 
-    def __call__(self, z):
-        """z: int64 array [1, N, h, w] → (μ as float64 tensor, table index as int64 array)."""
+
+class ExactPrior:
+    """The mean μ and the table index of every element of y, in two checkerboard passes: `hyper`
+    from the integer hyper-latent z (final for the anchors), then `refine` with the decoded
+    anchors (final for the rest). Both work on integers in units of 2^-ACTIVATION_BITS."""
+
+    def __init__(self, model):
+        self._hyper = _integer_network(model.hyper_synthesis, 0)
+        context = _integer_network([model.context_prediction], ACTIVATION_BITS)
+        fusion = _integer_network(model.entropy_parameters, ACTIVATION_BITS)
+        self._correction = lambda params, units: fusion(torch.cat([params, context(units)], dim=1))
+        self.thresholds = torch.tensor(SCALE_THRESHOLDS, dtype=torch.float64)
+
+    def hyper(self, z):
+        """z: int64 array [1, N, h, w] → the hyperprior's output [1, 2M, 4h, 4w]: mean and raw
+        scale of every element of y."""
         with torch.no_grad():
-            x = by_tiles(self._integers, torch.from_numpy(np.asarray(z, dtype=np.float64)),
-                         1, Z_CELL // Y_CELL, Z_CELL)
-        mean, raw = x.chunk(2, dim=1)
+            return by_tiles(self._hyper, torch.from_numpy(np.asarray(z, dtype=np.float64)),
+                            1, Z_CELL // Y_CELL, Z_CELL)
+
+    def refine(self, params, y_hat):
+        """The output of `hyper`, corrected on the non-anchors from the anchors of ŷ (float64
+        multiples of 2^-ACTIVATION_BITS; the non-anchors of ŷ are unused)."""
+        mask = anchors(*y_hat.shape[2:])
+        units = torch.where(mask, y_hat * 2.0 ** ACTIVATION_BITS, 0.0)
+        with torch.no_grad():
+            correction = by_tiles(self._correction, (params, units), 1, 1, Y_CELL)
+        return correction.masked_fill_(mask, 0).add_(params)
+
+    def split(self, params):
+        """Prior output → (μ: float64 tensor [1, M, H, W], table index: int64 array, same shape)."""
+        mean, raw = params.chunk(2, dim=1)
         table = torch.searchsorted(self.thresholds, raw.contiguous(), right=True)
         return mean * 2.0 ** -ACTIVATION_BITS, table.numpy().astype(np.int64)

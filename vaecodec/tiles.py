@@ -1,8 +1,9 @@
 """Convolutional transforms applied tile by tile, so that memory stays bounded on large images.
 
 A tile is computed with a margin of context around it and only its interior is kept. Every
-transform of the model reaches about 2 cells of its own grid (y for analysis and synthesis, z for
-the hyper transforms), so with a wider margin the stitched result is the whole-image result.
+transform of the model reaches about 2 cells of its own grid (y for analysis, synthesis and the
+checkerboard context, z for the hyper transforms), so with a wider margin the stitched result is
+the whole-image result: exactly so for the integer prior, whose tables must not depend on tiling.
 """
 
 TILE_PIXELS = 1024  # tile side in image pixels: images up to 1024×1024 are a single tile
@@ -10,18 +11,21 @@ MARGIN = 4  # grid cells of context on each side of a tile
 
 
 def by_tiles(transform, source, in_unit, out_unit, cell):
-    """Apply `transform` to overlapping tiles of `source` [1, C, H, W] and stitch the interiors.
+    """Apply `transform` to overlapping tiles of `source` [1, C, H, W] (or of each tensor of a
+    tuple of such, passed to `transform` as that many arguments) and stitch the interiors.
 
     The tiles are laid out on a grid whose cells are `cell` image pixels, `in_unit` elements of
     the source and `out_unit` elements of the result."""
+    sources = source if isinstance(source, tuple) else (source,)
     tile = TILE_PIXELS // cell
-    rows, cols = source.shape[2] // in_unit, source.shape[3] // in_unit
+    rows, cols = sources[0].shape[2] // in_unit, sources[0].shape[3] // in_unit
     result = None
     for top in range(0, rows, tile):
         for left in range(0, cols, tile):
             r0, c0 = max(top - MARGIN, 0), max(left - MARGIN, 0)
             r1, c1 = min(top + tile + MARGIN, rows), min(left + tile + MARGIN, cols)
-            piece = transform(source[:, :, r0 * in_unit:r1 * in_unit, c0 * in_unit:c1 * in_unit])
+            piece = transform(*(s[:, :, r0 * in_unit:r1 * in_unit, c0 * in_unit:c1 * in_unit]
+                                for s in sources))
             if result is None:
                 result = piece.new_empty(1, piece.shape[1], rows * out_unit, cols * out_unit)
             h, w = min(tile, rows - top) * out_unit, min(tile, cols - left) * out_unit

@@ -85,8 +85,14 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
         n, m = start["config"]["n"], start["config"]["m"]
     model = VAE(n, m).to(device)
     if start is not None:
-        model.load_state_dict(start["state_dict"])
-        log(f"started from {init}")
+        # A context model that the init file lacks (it predates it) keeps its initialization.
+        keys = model.load_state_dict(start["state_dict"], strict=False)
+        misfits = keys.unexpected_keys + [key for key in keys.missing_keys if not key.startswith(
+            ("context_prediction.", "entropy_parameters."))]
+        if misfits:
+            raise ValueError(f"{init} does not fit this model: {misfits[0]}")
+        new = f" ({len(keys.missing_keys)} new tensors initialized)" if keys.missing_keys else ""
+        log(f"started from {init}{new}")
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     step = 0

@@ -71,7 +71,7 @@ class Codec:
         except Exception as error:
             raise CodecError(f"cannot load weights {path}: {error}") from None
         self.model.eval().requires_grad_(False)
-        self.prior = ExactPrior(self.model.hyper_synthesis)
+        self.prior = ExactPrior(self.model)
         self.model_id = hashlib.sha256(data).digest()[:8]
 
 
