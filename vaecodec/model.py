@@ -123,6 +123,12 @@ def mean_scale(params):
     return mean, SCALE_MIN + F.softplus(raw)
 
 
+def rounded(v, mean=0.0):
+    """round(v − mean) + mean in the forward pass, the identity in the backward pass
+    (straight-through): what the decoder sees, with a gradient for the encoder."""
+    return v + (torch.round(v - mean) + mean - v).detach()
+
+
 def anchors(height, width):
     """The first half of y's checkerboard: the elements whose row + column is even ([H, W] bool).
     They are coded with the hyperprior alone; the other half also sees its decoded anchors."""
@@ -201,16 +207,16 @@ class VAE(nn.Module):
         # Under mixed precision the transforms run in bf16 but the prior of y and the rate terms
         # stay in fp32: the coder's tables and means come from them.
         with torch.autocast(x.device.type, enabled=False):
-            z_hat = z + (torch.round(z) - z).detach()
+            z_hat = rounded(z)
             z_noisy = z + torch.rand_like(z) - 0.5
             z_bits = -torch.log2(self.z_prior.likelihood(z_noisy).clamp_min(1e-9))
             params = self.hyper_synthesis(z_hat)
             mean, _ = params.chunk(2, dim=1)
-            y_hat = y + (torch.round(y - mean) + mean - y).detach()  # right on the anchors
+            y_hat = rounded(y, mean)  # right on the anchors
             mean, scale = mean_scale(self.refine(params, y_hat))
             y_noisy = y + torch.rand_like(y) - 0.5
             y_bits = -torch.log2(gaussian_likelihood(y_noisy - mean, scale).clamp_min(1e-9))
-            y_hat = y + (torch.round(y - mean) + mean - y).detach()
+            y_hat = rounded(y, mean)
         x_hat = self.synthesis(y_hat * inverse_gain)
         bits = y_bits.sum(dim=(1, 2, 3)) + z_bits.sum(dim=(1, 2, 3))
         return x_hat.float(), bits
