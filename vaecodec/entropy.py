@@ -82,14 +82,17 @@ def gaussian_tables():
 
 def factorized_tables(prior, search=1024):
     """One table per channel of the learned factorized prior, cut where the tails fall below
-    TAIL_MASS (searched within ±search)."""
+    TAIL_MASS (searched within ±search). Each end symbol holds at most TAIL_MASS/2: an escape
+    costs 16 bits more, so a channel that training collapsed onto one value must not have that
+    value at an end (it would cost 16 bits per element)."""
     edges = torch.arange(-search, search + 2, dtype=torch.float64) - 0.5
     cdf = prior.cdf(edges).numpy()  # [C, 2·search + 2]: CDF at v − ½ for v = −search .. search+1
     lows, pmfs = [], []
     for row in cdf:
-        first = max(0, int(np.searchsorted(row, TAIL_MASS / 2)) - 1)
+        # Lower end: the last v with CDF(v + ½) < TAIL_MASS/2; upper end: the first v with
+        # CDF(v − ½) ≥ 1 − TAIL_MASS/2. Between them lies at least the value holding the mass.
+        first = max(0, int(np.searchsorted(row, TAIL_MASS / 2)) - 2)
         last = min(len(row) - 2, int(np.searchsorted(row, 1 - TAIL_MASS / 2)))
-        last = max(last, first + 1)  # at least two symbols
         lows.append(first - search)
         pmfs.append(_with_tails(row[first:last + 1], row[first + 1:last + 2]))
     return Tables(np.array(lows, dtype=np.int64), pmfs)
