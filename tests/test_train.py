@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from vaecodec import codec, weights
 from vaecodec.cli import main
 from vaecodec.model import VAE
+from vaecodec.train import learning_rate
 
 
 def test_train_resume_export_and_use(tmp_path, photo):
@@ -14,7 +15,7 @@ def test_train_resume_export_and_use(tmp_path, photo):
     data.mkdir()
     photo.resize((160, 130)).save(data / "a.png")
     args = ["train", str(data), "--checkpoint", str(tmp_path / "run.ckpt"), "--batch-size", "2",
-            "--crop", "64", "--channels", "8", "--latents", "12"]
+            "--crop", "64", "--channels", "8", "--latents", "12", "--decay", "0.5"]
     first = CliRunner().invoke(main, args + ["--steps", "3"])
     assert first.exit_code == 0, first.output
     assert "stopped at step 3" in first.stderr
@@ -102,3 +103,12 @@ def test_mixed_precision_keeps_the_prior_and_rates_in_fp32(photo):
                       "context_prediction": torch.float32, "entropy_parameters": torch.float32,
                       "synthesis": torch.bfloat16}
     assert bits.dtype == torch.float32 and x_hat.dtype == torch.float32
+
+
+def test_learning_rate_warms_up_holds_then_decays_over_the_given_fraction():
+    peak = 1e-3
+    assert learning_rate(0, 0.0, peak) == peak / 500
+    assert learning_rate(600, 0.5, peak, decay=0.5) == peak  # the decay starts here
+    assert abs(learning_rate(600, 0.75, peak, decay=0.5) - (peak + peak / 20) / 2) < 1e-12
+    assert learning_rate(600, 0.75, peak) == peak  # the default decays over the last 20 % only
+    assert abs(learning_rate(600, 1.0, peak, decay=0.5) - peak / 20) < 1e-12

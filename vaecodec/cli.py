@@ -254,6 +254,9 @@ def info(inputs):
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop after this much wall time (this run).")
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate.")
+@click.option("--decay", type=click.FloatRange(0, 1, min_open=True), default=0.2,
+              show_default=True,
+              help="Fraction of the budget (steps or minutes) spent in the final cosine decay.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--crop", type=click.IntRange(min=64), default=128, show_default=True)
 @click.option("--channels", "n", type=click.IntRange(min=8), default=96, show_default=True,
@@ -266,14 +269,14 @@ def info(inputs):
               show_default=True,
               help="Arithmetic of the transforms (the prior and rates are always fp32); auto: "
                    "bf16 where the hardware runs it natively.")
-def train(data_dir, checkpoint, export, steps, minutes, lr, batch_size, crop, n, m, init,
-          precision):
+def train(data_dir, checkpoint, export, steps, minutes, lr, decay, batch_size, crop, n, m,
+          init, precision):
     """Train the model on a folder of images (CUDA when available)."""
     from .train import train as run
 
     try:
         run(data_dir, checkpoint, steps, minutes, batch_size=batch_size, crop=crop, lr=lr,
-            n=n, m=m, init=init, precision=precision, export=export,
+            decay=decay, n=n, m=m, init=init, precision=precision, export=export,
             log=lambda line: click.echo(line, err=True))
     except (ValueError, OSError) as error:
         click.echo(f"error: {error}", err=True)
