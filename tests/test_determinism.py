@@ -1,9 +1,14 @@
-"""Same image and quality → same bytes and same pixels, in fresh processes with 1 or 2 threads."""
+"""Same image and quality → same bytes and same pixels, in fresh processes with 1 or 2 threads,
+and with either memory layout of the transforms."""
 
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
+
+from vaecodec import codec, weights
 
 from conftest import SAMPLE
 
@@ -27,3 +32,18 @@ def test_fresh_processes_agree_across_thread_counts(quality):
         for threads in (1, 2, 1, 2)
     }
     assert len(results) == 1, results
+
+
+def test_channels_last_transforms_give_the_pixels_of_plain_ones(photo):
+    """The loaded model keeps its big transforms channels-last for speed; that must not move a
+    pixel against the same weights in the default layout."""
+    loaded = weights.load()
+    assert loaded.model.synthesis[0].weight.is_contiguous(memory_format=torch.channels_last)
+    rgb = np.asarray(photo)
+    z, s, mean, _, _ = codec.latents(loaded, rgb, 60)
+    fast = codec.pixels(loaded, s, mean, 60, rgb.shape[1], rgb.shape[0])
+    plain = weights.Codec(weights.default_path())
+    for transform in (plain.model.analysis, plain.model.synthesis):
+        transform.to(memory_format=torch.contiguous_format)
+    assert np.array_equal(codec.latents(plain, rgb, 60)[1], s)
+    assert np.array_equal(codec.pixels(plain, s, mean, 60, rgb.shape[1], rgb.shape[0]), fast)
