@@ -34,16 +34,28 @@ def test_fresh_processes_agree_across_thread_counts(quality):
     assert len(results) == 1, results
 
 
-def test_channels_last_transforms_give_the_pixels_of_plain_ones(photo):
-    """The loaded model keeps its big transforms channels-last for speed; that must not move a
-    pixel against the same weights in the default layout."""
+def test_channels_last_transforms_match_plain_ones(photo):
+    """The loaded model keeps its big transforms channels-last for speed. Against the same weights
+    in the default layout, y may differ only by float rounding and pixels by at most a level (the
+    codec's promise across machines), whatever order oneDNN sums in."""
     loaded = weights.load()
     assert loaded.model.synthesis[0].weight.is_contiguous(memory_format=torch.channels_last)
-    rgb = np.asarray(photo)
-    z, s, mean, _, _ = codec.latents(loaded, rgb, 60)
-    fast = codec.pixels(loaded, s, mean, 60, rgb.shape[1], rgb.shape[0])
     plain = weights.Codec(weights.default_path())
     for transform in (plain.model.analysis, plain.model.synthesis):
         transform.to(memory_format=torch.contiguous_format)
-    assert np.array_equal(codec.latents(plain, rgb, 60)[1], s)
-    assert np.array_equal(codec.pixels(plain, s, mean, 60, rgb.shape[1], rgb.shape[0]), fast)
+    rgb = np.asarray(photo)
+    y_fast, y_plain = codec.analyse(loaded, rgb, 60)[0], codec.analyse(plain, rgb, 60)[0]
+    assert torch.allclose(y_fast, y_plain, rtol=0, atol=1e-4)
+    _, s, mean, _, _ = codec.latents(loaded, rgb, 60)
+    fast = codec.pixels(loaded, s, mean, 60, rgb.shape[1], rgb.shape[0]).astype(int)
+    slow = codec.pixels(plain, s, mean, 60, rgb.shape[1], rgb.shape[0]).astype(int)
+    assert np.abs(fast - slow).max() <= 1
+
+
+def test_exported_weights_are_contiguous(tmp_path):
+    """Re-exporting a loaded (channels-last) model writes the default layout, the same values."""
+    weights.save_weights(weights.load().model, tmp_path / "w.pt")
+    saved = torch.load(tmp_path / "w.pt", weights_only=True)["state_dict"]
+    shipped = torch.load(weights.default_path(), weights_only=True)["state_dict"]
+    assert all(tensor.is_contiguous() for tensor in saved.values())
+    assert all(torch.equal(saved[key], shipped[key]) for key in shipped)

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from vaecodec import codec, weights
 from vaecodec.cli import main
 from vaecodec.model import VAE
+from vaecodec import train as training
 from vaecodec.train import learning_rate
 
 
@@ -112,3 +113,19 @@ def test_learning_rate_warms_up_holds_then_decays_over_the_given_fraction():
     assert abs(learning_rate(600, 0.75, peak, decay=0.5) - (peak + peak / 20) / 2) < 1e-12
     assert learning_rate(600, 0.75, peak) == peak  # the default decays over the last 20 % only
     assert abs(learning_rate(600, 1.0, peak, decay=0.5) - peak / 20) < 1e-12
+
+
+def test_training_follows_the_requested_decay(tmp_path, photo, monkeypatch):
+    data = tmp_path / "images"
+    data.mkdir()
+    photo.resize((80, 80)).save(data / "a.png")
+    seen = []
+
+    def spy(run_step, progress, peak, decay):
+        seen.append(decay)
+        return learning_rate(run_step, progress, peak, decay)
+
+    monkeypatch.setattr(training, "learning_rate", spy)
+    training.train(data, tmp_path / "run.ckpt", steps=4, batch_size=1, crop=64, n=8, m=12,
+                   decay=0.5, log=lambda line: None)
+    assert seen == [0.5] * 4

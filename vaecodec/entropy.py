@@ -91,8 +91,8 @@ def factorized_tables(prior, search=1024):
     for row in cdf:
         # Lower end: the last v with CDF(v + ½) < TAIL_MASS/2; upper end: the first v with
         # CDF(v − ½) ≥ 1 − TAIL_MASS/2. Between them lies at least the value holding the mass.
-        first = max(0, int(np.searchsorted(row, TAIL_MASS / 2)) - 2)
-        last = min(len(row) - 2, int(np.searchsorted(row, 1 - TAIL_MASS / 2)))
+        first = min(max(0, int(np.searchsorted(row, TAIL_MASS / 2)) - 2), len(row) - 4)
+        last = max(min(len(row) - 2, int(np.searchsorted(row, 1 - TAIL_MASS / 2))), first + 2)
         lows.append(first - search)
         pmfs.append(_with_tails(row[first:last + 1], row[first + 1:last + 2]))
     return Tables(np.array(lows, dtype=np.int64), pmfs)

@@ -76,7 +76,8 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
     """Train (or resume) until `steps` total steps or `minutes` of wall time, then export.
     A new run starts from random weights, or from the weights file `init` (fine-tuning)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cudnn.benchmark = True  # the crop size never changes: autotune once
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the crop size never changes: autotune once
     checkpoint = Path(checkpoint)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
     start = None
@@ -140,9 +141,9 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         with torch.no_grad():
-            decay = min(0.999, (1 + step) / (10 + step))
+            ema_decay = min(0.999, (1 + step) / (10 + step))
             for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - decay)
+                e.lerp_(p, 1 - ema_decay)
         step += 1
         window.append((loss.item(), bpp.mean().item(),
                        (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()))

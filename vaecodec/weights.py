@@ -40,7 +40,9 @@ def save_weights(model, path):
     state = {
         "format": FORMAT,
         "config": {"n": model.n, "m": model.m},
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        # Contiguous, whatever the layout in memory: the file's bytes are the model's identity.
+        "state_dict": {k: v.detach().clone(memory_format=torch.contiguous_format)
+                       for k, v in model.state_dict().items()},
         "y_tables": entropy.gaussian_tables().to_state(),
         "z_tables": entropy.factorized_tables(model.z_prior).to_state(),
     }
@@ -71,8 +73,8 @@ class Codec:
         except Exception as error:
             raise CodecError(f"cannot load weights {path}: {error}") from None
         self.model.eval().requires_grad_(False)
-        # oneDNN runs the big transforms about a quarter faster with channels-last weights (their
-        # outputs follow); the values are the same, and the exact prior does not use them.
+        # oneDNN decodes about 15 % faster with the big transforms' weights channels-last (their
+        # outputs follow). Only the float transforms change layout: the exact prior does not.
         for transform in (self.model.analysis, self.model.synthesis):
             transform.to(memory_format=torch.channels_last)
         self.prior = ExactPrior(self.model)
