@@ -32,7 +32,11 @@ class Tables:
 
     lows: np.ndarray  # int64 [K]
     pmfs: list  # K float64 arrays
+    sizes: np.ndarray = field(init=False, repr=False)  # int64 [K]: len(pmfs[k]), for every pass
     _models: list = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.sizes = np.array([len(p) for p in self.pmfs], dtype=np.int64)
 
     def models(self):
         if self._models is None:
@@ -41,9 +45,8 @@ class Tables:
         return self._models
 
     def to_state(self):
-        lengths = np.array([len(p) for p in self.pmfs], dtype=np.int64)
         return {"lows": torch.from_numpy(self.lows.astype(np.int64)),
-                "lengths": torch.from_numpy(lengths),
+                "lengths": torch.from_numpy(self.sizes),
                 "pmf": torch.from_numpy(np.concatenate(self.pmfs))}
 
     @classmethod
@@ -111,7 +114,7 @@ class Encoder:
         tables = self.tables
         values, table, _, ends = _layout(values, table, tables)
         low = tables.lows[table]
-        high = low + np.array([len(p) for p in tables.pmfs])[table] - 1
+        high = low + tables.sizes[table] - 1
         if np.any(values <= low - ESCAPE_RANGE) or np.any(values >= high + ESCAPE_RANGE):
             raise CodecError("latent values out of the coder's range (is the input image valid?)")
         symbols = (np.clip(values, low, high) - low).astype(np.int32)
@@ -150,7 +153,7 @@ class Decoder:
             low = tables.lows[table]
             values = symbols + low
             at_low = symbols == 0
-            at_high = symbols == np.array([len(p) for p in tables.pmfs])[table] - 1
+            at_high = symbols == tables.sizes[table] - 1
             escaped = at_low | at_high
             distance = self._coder.decode(_escape_model, int(escaped.sum())).astype(np.int64)
         except Exception as error:  # constriction reports corrupt input as generic errors
