@@ -8,7 +8,7 @@ import torch
 from vaecodec import codec, entropy, weights
 from vaecodec.bitstream import Bitstream
 from vaecodec.errors import CodecError
-from vaecodec.model import anchors, quality_position
+from vaecodec.model import anchors
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_bitstream_carries_exactly_the_model_latents(photo, loaded):
     model = loaded.model
     x = torch.tensor(rgb).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        x_hat, _ = model(x, torch.tensor([quality_position(quality)]))
+        x_hat, _ = model(x, model.position(quality))
     expected = x_hat[0].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
     decoded = np.asarray(codec.decompress(stream.to_bytes())).astype(np.float64)
     assert np.abs(decoded - expected).max() <= 2

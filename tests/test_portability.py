@@ -8,13 +8,12 @@ import numpy as np
 import torch
 
 from vaecodec import codec, weights
-from vaecodec.model import quality_position
 
 
 def synthesize(loaded, rgb, quality, dtype, autocast=False):
     _, s, mean, _, _ = codec.latents(loaded, rgb, quality)
     model = copy.deepcopy(loaded.model).to(dtype)
-    _, inverse_gain = model.gains(torch.tensor([quality_position(quality)]))
+    _, inverse_gain = model.gains(model.position(quality))
     y_hat = (torch.from_numpy(s).double() + mean).to(dtype)
     with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
         x_hat = model.synthesis(y_hat * inverse_gain.to(dtype)).float()

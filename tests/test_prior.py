@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaecodec import codec, entropy, weights
-from vaecodec.model import SCALE_MIN, anchors, mean_scale
+from vaecodec import codec, entropy, tiles, weights
+from vaecodec.model import SCALE_MIN, VAE, Y_CELL, anchors, group_bounds, mean_scale
 from vaecodec.prior import ACTIVATION_BITS, SCALE_THRESHOLDS, ExactPrior
 
 
@@ -24,9 +24,25 @@ def latent(loaded, photo):
     return z, torch.from_numpy(s) + mean
 
 
+@pytest.fixture(scope="module")
+def grouped():
+    """A small model with three channel groups and random weights everywhere (the corrections
+    of a new model start at zero), with latents for it."""
+    torch.manual_seed(3)
+    model = VAE(16, 24, groups=(4, 8, 12), hyper=(20, 28))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith(("hyper_synthesis", "channel_context", "spatial_context", "fusion")):
+                parameter.normal_(0, 0.3 / parameter[0].numel() ** 0.5)
+    rng = np.random.default_rng(4)
+    z = rng.integers(-6, 7, size=(1, 16, 2, 3))
+    y_hat = torch.from_numpy(np.round(rng.normal(0, 4, size=(1, 24, 8, 12)) * 2 ** 14) / 2 ** 14)
+    return model, z, y_hat
+
+
 def prior_of(prior, z, y_hat):
-    """(μ, table) of every element of y: the hyperprior's, refined on the non-anchors."""
-    return prior.split(prior.refine(prior.hyper(z), y_hat))
+    """(μ, table) of every element of y, given all of ŷ."""
+    return prior.split(prior.prior(prior.hyper(z), y_hat))
 
 
 def nearest_scale(raw):
@@ -45,29 +61,39 @@ def test_thresholds_select_the_nearest_scale():
         assert nearest_scale(threshold * unit) == k + 1
 
 
+def permute_hidden(layers, rng):
+    """Reorder the channels between every two consecutive convolutions of `layers`: the same
+    function, summed in another order."""
+    convs = [layer for layer in layers if isinstance(layer, torch.nn.Module) and
+             hasattr(layer, "weight")]
+    for first, second in zip(convs, convs[1:]):
+        out_dim = 1 if isinstance(first, torch.nn.ConvTranspose2d) else 0
+        in_dim = 0 if isinstance(second, torch.nn.ConvTranspose2d) else 1
+        order = torch.from_numpy(rng.permutation(first.weight.shape[out_dim]))
+        first.weight.copy_(first.weight.index_select(out_dim, order))
+        first.bias.copy_(first.bias[order])
+        second.weight.copy_(second.weight.index_select(in_dim, order))
+
+
 def permuted(model, z, seed=0):
-    """The same functions with channels reordered: the input and first hidden channels of the
-    hyper-synthesis, the context's outputs and the fusion's hidden channels. Every output is then
-    summed in another order."""
+    """The same functions with channels reordered: z's channels, the hidden channels of every
+    prior network, and the spatial contexts' outputs (which the fusions read). Every output is
+    then summed in another order."""
     model = copy.deepcopy(model)
-    first, second = model.hyper_synthesis[0], model.hyper_synthesis[2]
-    context, fusion, last = model.context_prediction, model.entropy_parameters[0], \
-        model.entropy_parameters[2]
     rng = np.random.default_rng(seed)
-    inputs = torch.from_numpy(rng.permutation(first.in_channels))
-    hidden = torch.from_numpy(rng.permutation(first.out_channels))
-    contexts = torch.from_numpy(rng.permutation(context.out_channels))
-    fused = torch.from_numpy(rng.permutation(fusion.out_channels))
-    fusion_inputs = torch.cat([torch.arange(2 * model.m), 2 * model.m + contexts])
+    inputs = torch.from_numpy(rng.permutation(model.n))
     with torch.no_grad():
-        first.weight.copy_(first.weight[inputs][:, hidden])
-        first.bias.copy_(first.bias[hidden])
-        second.weight.copy_(second.weight[hidden])
-        context.weight.copy_(context.weight[contexts])
-        context.bias.copy_(context.bias[contexts])
-        fusion.weight.copy_(fusion.weight[fused][:, fusion_inputs])
-        fusion.bias.copy_(fusion.bias[fused])
-        last.weight.copy_(last.weight[:, fused])
+        first = model.hyper_synthesis[0]
+        first.weight.copy_(first.weight[inputs])
+        permute_hidden(model.hyper_synthesis, rng)
+        for network in (*model.channel_context, *model.fusion):
+            permute_hidden(network, rng)
+        for size, spatial, fusion in zip(model.groups, model.spatial_context, model.fusion):
+            order = torch.from_numpy(rng.permutation(size))
+            spatial.weight.copy_(spatial.weight[order])
+            spatial.bias.copy_(spatial.bias[order])
+            columns = torch.cat([torch.arange(2 * size), 2 * size + order])
+            fusion[0].weight.copy_(fusion[0].weight[:, columns])
     return model, z[:, inputs.numpy()]
 
 
@@ -82,20 +108,47 @@ def test_summation_order_does_not_change_a_bit(loaded, latent):
     with torch.no_grad():
         plain = copy.deepcopy(loaded.model).double()
         reordered = model.double()
-        plain = plain.refine(plain.hyper_synthesis(torch.from_numpy(z).double()), y_hat)
-        reordered = reordered.refine(
+        plain = plain.prior(plain.hyper_synthesis(torch.from_numpy(z).double()), y_hat)
+        reordered = reordered.prior(
             reordered.hyper_synthesis(torch.from_numpy(z_permuted).double()), y_hat)
     assert not torch.equal(plain, reordered)
+
+
+def test_summation_order_does_not_change_a_bit_with_channel_groups(grouped):
+    model, z, y_hat = grouped
+    mean, table = prior_of(ExactPrior(model), z, y_hat)
+    reordered, z_permuted = permuted(model, z)
+    mean_permuted, table_permuted = prior_of(ExactPrior(reordered), z_permuted, y_hat)
+    assert torch.equal(mean, mean_permuted) and np.array_equal(table, table_permuted)
 
 
 def test_context_refines_only_the_non_anchors(loaded, latent):
     z, y_hat = latent
     params = loaded.prior.hyper(z)
     _, hyper_table = loaded.prior.split(params)
-    _, table = loaded.prior.split(loaded.prior.refine(params, y_hat))
+    _, table = loaded.prior.split(loaded.prior.prior(params, y_hat))
     where = np.broadcast_to(anchors(*table.shape[2:]).numpy(), table.shape)
     assert np.array_equal(table[where], hyper_table[where])
     assert np.mean(table[~where] != hyper_table[~where]) > 0.1
+
+
+def test_each_group_sees_only_what_is_decoded_before_it(grouped):
+    """Changing ŷ of a group changes no prior of an earlier group nor of its own anchors, and
+    does change what comes after: the decoder has everything a pass needs."""
+    model, z, y_hat = grouped
+    prior = ExactPrior(model)
+    mean, table = prior_of(prior, z, y_hat)
+    mask = anchors(*y_hat.shape[2:])
+    for first, end in group_bounds(model.groups):
+        changed = y_hat.clone()
+        changed[:, first:end] += 3
+        mean_changed, table_changed = prior_of(prior, z, changed)
+        same = torch.zeros(y_hat.shape, dtype=torch.bool)
+        same[:, :first] = True
+        same[:, first:end] = mask
+        assert torch.equal(mean[same], mean_changed[same])
+        assert np.array_equal(table[same.numpy()], table_changed[same.numpy()])
+        assert not torch.equal(mean[~same], mean_changed[~same])
 
 
 def test_thread_count_does_not_change_a_bit(loaded, latent):
@@ -116,7 +169,7 @@ def test_close_to_the_float_model(loaded, latent):
     mean, table = prior_of(loaded.prior, z, y_hat)
     with torch.no_grad():
         params = loaded.model.hyper_synthesis(torch.from_numpy(z).float())
-        mean_float, scale_float = mean_scale(loaded.model.refine(params, y_hat.float()))
+        mean_float, scale_float = mean_scale(loaded.model.prior(params, y_hat.float()))
     assert (mean - mean_float.double()).abs().max() < 0.01
     nearest = np.abs(np.log(entropy.SCALES)[:, None] - np.log(scale_float.numpy().ravel())).argmin(0)
     differs = table.ravel() != nearest
@@ -176,16 +229,25 @@ def reference_prior(model, z, y_hat):
     """FORMAT.md's description of the prior, written again in plain numpy (a different library
     and summation order): a decoder written from the document must get the same bits."""
     step = 2.0 ** -ACTIVATION_BITS
-    params = reference_network(model.hyper_synthesis, z[0].astype(np.float64), 1.0)
-    _, h, w = params.shape
+    mean, raw = np.split(reference_network(model.hyper_synthesis, z[0].astype(np.float64), 1.0), 2)
+    _, h, w = mean.shape
     anchor = (np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0
-    anchors_only = np.where(anchor, y_hat[0].numpy() / step, 0.0)
-    context = reference_network([model.context_prediction], anchors_only, step)
-    correction = reference_network(model.entropy_parameters,
-                                   np.concatenate([params, context]), step)
-    params = np.where(anchor, params, params + correction)
-    mean, raw = np.split(params, 2)
-    return mean * step, np.searchsorted(SCALE_THRESHOLDS, raw, side="right")
+    decoded = y_hat[0].numpy() / step
+    means, raws, start = [], [], 0
+    for k, size in enumerate(model.groups):
+        params = np.concatenate([mean[start:start + size], raw[start:start + size]])
+        if k:
+            params = params + reference_network(model.channel_context[k - 1], decoded[:start],
+                                                step)
+        anchors_only = np.where(anchor, decoded[start:start + size], 0.0)
+        context = reference_network([model.spatial_context[k]], anchors_only, step)
+        correction = reference_network(model.fusion[k], np.concatenate([params, context]), step)
+        params = np.where(anchor, params, params + correction)
+        means.append(params[:size])
+        raws.append(params[size:])
+        start += size
+    return (np.concatenate(means) * step,
+            np.searchsorted(SCALE_THRESHOLDS, np.concatenate(raws), side="right"))
 
 
 def test_format_md_description_gives_the_same_bits(loaded, latent):
@@ -194,5 +256,23 @@ def test_format_md_description_gives_the_same_bits(loaded, latent):
     z, y_hat = latent
     mean, table = prior_of(loaded.prior, z, y_hat)
     reference_mean, reference_table = reference_prior(loaded.model, z, y_hat)
+    assert np.array_equal(mean[0].numpy(), reference_mean)
+    assert np.array_equal(table[0], reference_table)
+
+
+def test_tiles_give_the_whole_grid_result_with_channel_groups(grouped, monkeypatch):
+    """The context networks reach at most tiles.MARGIN cells: tile by tile (2 × 3 tiles of 4 × 4
+    cells here) the prior is the same, bit for bit."""
+    model, z, y_hat = grouped
+    whole = prior_of(ExactPrior(model), z, y_hat)
+    monkeypatch.setattr(tiles, "TILE_PIXELS", 4 * Y_CELL)
+    tiled = prior_of(ExactPrior(model), z, y_hat)
+    assert torch.equal(whole[0], tiled[0]) and np.array_equal(whole[1], tiled[1])
+
+
+def test_format_md_description_gives_the_same_bits_with_channel_groups(grouped):
+    model, z, y_hat = grouped
+    mean, table = prior_of(ExactPrior(model), z, y_hat)
+    reference_mean, reference_table = reference_prior(model, z, y_hat)
     assert np.array_equal(mean[0].numpy(), reference_mean)
     assert np.array_equal(table[0], reference_table)

@@ -143,7 +143,7 @@ def test_tiles_stitch_into_the_whole_image_result(monkeypatch):
     # The exact prior, given the same latents, gives the same bits tile by tile.
     params = loaded.prior.hyper(z)
     mean_tiled, table_tiled = loaded.prior.split(
-        loaded.prior.refine(params, torch.from_numpy(s) + mean))
+        loaded.prior.prior(params, torch.from_numpy(s) + mean))
     assert torch.equal(mean_tiled, mean) and np.array_equal(table_tiled, table)
     tiled = codec.pixels(loaded, s, mean, 70, rgb.shape[1], rgb.shape[0])
     assert np.abs(tiled.astype(int) - whole).max() <= 1

@@ -55,8 +55,9 @@ def test_init_starts_a_new_run_from_a_weights_file(tmp_path, photo):
     assert result.exit_code == 0, result.output
     assert "started from" in result.stderr and "fp32 transforms" in result.stderr
     exported = torch.load(tmp_path / "out.pt", weights_only=True)
-    assert exported["config"] == {"n": 8, "m": 12}
-    for name, value in start.state_dict().items():
+    assert exported["config"] == start.config()
+    saved = torch.load(tmp_path / "start.pt", weights_only=True)["state_dict"]
+    for name, value in saved.items():
         torch.testing.assert_close(exported["state_dict"][name], value, rtol=0, atol=1e-6)
 
 
@@ -64,10 +65,10 @@ def test_init_adds_a_context_to_weights_trained_without_one(tmp_path, photo):
     data = tmp_path / "images"
     data.mkdir()
     photo.save(data / "a.png")
-    weights.save_weights(VAE(8, 12), tmp_path / "start.pt")
+    weights.save_weights(VAE(8, 12, groups=(12,)), tmp_path / "start.pt")
     state = torch.load(tmp_path / "start.pt", weights_only=True)
     state["state_dict"] = {k: v for k, v in state["state_dict"].items()
-                           if not k.startswith(("context_prediction", "entropy_parameters"))}
+                           if not k.startswith(("spatial_context", "fusion"))}
     torch.save(state, tmp_path / "start.pt")
     args = ["train", str(data), "--init", str(tmp_path / "start.pt"), "--steps", "1",
             "--batch-size", "1", "--crop", "64"]
@@ -91,18 +92,20 @@ def test_init_adds_a_context_to_weights_trained_without_one(tmp_path, photo):
 def test_mixed_precision_keeps_the_prior_and_rates_in_fp32(photo):
     """Under bf16 autocast the transforms run in bf16, the prior of y (the hyper-synthesis and
     the context, whose means and scales the coder's tables come from) and the bits in fp32."""
-    model = VAE(8, 12)
+    model = VAE(8, 12, groups=(4, 8))
     dtypes = {}
-    for name in ("analysis", "hyper_synthesis", "context_prediction", "entropy_parameters",
-                 "synthesis"):
-        getattr(model, name).register_forward_hook(
+    for name, module in (("analysis", model.analysis), ("hyper_synthesis", model.hyper_synthesis),
+                         ("channel_context", model.channel_context[0]),
+                         ("spatial_context", model.spatial_context[1]),
+                         ("fusion", model.fusion[1]), ("synthesis", model.synthesis)):
+        module.register_forward_hook(
             lambda module, args, out, name=name: dtypes.__setitem__(name, out.dtype))
     x = torch.from_numpy(np.asarray(photo)[:64, :64].copy()).permute(2, 0, 1)[None] / 255
     with torch.autocast("cpu", torch.bfloat16):
         x_hat, bits = model(x, torch.tensor([3.0]))
     assert dtypes == {"analysis": torch.bfloat16, "hyper_synthesis": torch.float32,
-                      "context_prediction": torch.float32, "entropy_parameters": torch.float32,
-                      "synthesis": torch.bfloat16}
+                      "channel_context": torch.float32, "spatial_context": torch.float32,
+                      "fusion": torch.float32, "synthesis": torch.bfloat16}
     assert bits.dtype == torch.float32 and x_hat.dtype == torch.float32
 
 

@@ -1,4 +1,4 @@
-"""The `vaecodec` command: compress, decompress, info, train.
+"""The `vaecodec` command: compress, decompress, info, train, pack-images, bench.
 
 Every file is handled on its own: a bad one is reported in one line on stderr and the rest are
 still processed; the exit status is 1 when anything failed. Outputs are written to a temporary
@@ -259,28 +259,64 @@ def info(inputs):
               help="Fraction of the budget (steps or minutes) spent in the final cosine decay.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--crop", type=click.IntRange(min=64), default=128, show_default=True)
-@click.option("--channels", "n", type=click.IntRange(min=8), default=96, show_default=True,
+@click.option("--channels", "n", type=click.IntRange(min=8), default=192, show_default=True,
               help="Width N of the transforms (new runs only).")
-@click.option("--latents", "m", type=click.IntRange(min=8), default=160, show_default=True,
+@click.option("--latents", "m", type=click.IntRange(min=8), default=320, show_default=True,
               help="Latent channels M (new runs only).")
+@click.option("--groups", callback=lambda ctx, param, value: _integers(value),
+              help="Channel groups of the context, comma-separated, summing to M (new runs only; "
+                   "default: ELIC's proportions, 16,16,32,64,192 for M=320).")
 @click.option("--init", type=click.Path(exists=True, dir_okay=False),
               help="Start a new run from this weights file instead of random weights.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
               show_default=True,
               help="Arithmetic of the transforms (the prior and rates are always fp32); auto: "
                    "bf16 where the hardware runs it natively.")
+@click.option("--compile", "compile_", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True, help="torch.compile the training pass; auto: on CUDA.")
 def train(data_dir, checkpoint, export, steps, minutes, lr, decay, batch_size, crop, n, m,
-          init, precision):
+          groups, init, precision, compile_):
     """Train the model on a folder of images (CUDA when available)."""
     from .train import train as run
 
     try:
         run(data_dir, checkpoint, steps, minutes, batch_size=batch_size, crop=crop, lr=lr,
-            decay=decay, n=n, m=m, init=init, precision=precision, export=export,
-            log=lambda line: click.echo(line, err=True))
+            decay=decay, n=n, m=m, groups=groups, init=init, precision=precision,
+            compile=compile_, export=export, log=lambda line: click.echo(line, err=True))
     except (ValueError, OSError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
+
+
+def _integers(value):
+    """A comma-separated list of positive integers (None stays None)."""
+    if value is None:
+        return None
+    try:
+        numbers = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        numbers = ()
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"expected positive integers separated by commas, got {value!r}")
+    return numbers
+
+
+@main.command("pack-images")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", type=click.Path(file_okay=False), required=True,
+              help="Folder for the JPEG files.")
+@click.option("--quality", type=click.IntRange(1, 100), default=94, show_default=True)
+def pack_images(data_dir, output, quality):
+    """Write a compact JPEG copy (4:4:4) of a training folder as training sees it: downscaled,
+    small images left out. For training machines that take few megabytes."""
+    from .train import pack_training_images
+
+    try:
+        count = pack_training_images(data_dir, output, quality)
+    except (ValueError, OSError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    click.echo(f"{count} images in {output}", err=True)
 
 
 @main.command()

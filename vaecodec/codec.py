@@ -2,10 +2,12 @@
 
 compress:   pixels → pad to a multiple of STRIDE → analysis · gain → y
             y → hyper_analysis → round → z        (coded against the factorized prior)
-            z → hyper_synthesis → (μ, table)      (exact integer arithmetic: prior.py)
-            anchors:     s = round(y − μ)         (coded against the table's zero-mean Gaussian)
-            non-anchors: (μ, table) refined from the anchors' ŷ = s + μ, then s = round(y − μ)
-decompress: z → (μ, table) → anchors' s → refined (μ, table) → the other s → ŷ = s + μ
+            z → hyper_synthesis                   (exact integer arithmetic: prior.py)
+            for each channel group of y:
+              anchors:     (μ, table) from the hyperprior and the earlier groups' ŷ,
+                           s = round(y − μ)       (coded against the table's zero-mean Gaussian)
+              non-anchors: (μ, table) refined from the group's anchors, then s = round(y − μ)
+decompress: z → the same passes, decoding each s and forming ŷ = s + μ
             → synthesis · inverse gain → crop → pixels
 
 The prior is the only computation that encoder and decoder must agree on exactly, since it
@@ -22,7 +24,7 @@ import torch
 from . import entropy, images, weights
 from .bitstream import MAX_PIXELS, STRIDE, Bitstream, quality_code
 from .errors import CodecError
-from .model import Y_CELL, Z_CELL, anchors, quality_position
+from .model import Y_CELL, Z_CELL, anchors, group_bounds
 from .tiles import by_tiles
 
 DEFAULT_QUALITY = 75
@@ -32,7 +34,7 @@ def analyse(codec, rgb, quality):
     """An H×W×3 uint8 image → (y as a float64 tensor, the integer hyper-latent z)."""
     height, width = rgb.shape[:2]
     padded = np.pad(rgb, ((0, -height % STRIDE), (0, -width % STRIDE), (0, 0)), mode="edge")
-    gain, _ = codec.model.gains(torch.tensor([quality_position(quality)]))
+    gain, _ = codec.model.gains(codec.model.position(quality))
 
     def analysis(tile):
         return codec.model.analysis(tile.float().div_(255)) * gain
@@ -44,16 +46,28 @@ def analyse(codec, rgb, quality):
 
 
 def residual_passes(codec, z, residuals):
-    """The two checkerboard passes that encoder and decoder share. `residuals(where, mean,
-    table)` gives s at the elements `where` (a boolean array over y) from their mean and tables:
+    """The passes that encoder and decoder share: for each channel group, its anchors, then its
+    other elements. `residuals(where, mean, table)` gives s at the elements `where` (a boolean
+    array over y) from their means and tables (arrays over y, filled up to the current pass):
     the encoder computes and codes them, the decoder decodes them. Returns (s, μ, table)."""
-    params = codec.prior.hyper(z)
-    mean, table = codec.prior.split(params)
-    where = np.broadcast_to(anchors(*table.shape[2:]).numpy(), table.shape)
-    s = np.zeros(table.shape, dtype=np.int64)
-    s[where] = residuals(where, mean, table)
-    mean, table = codec.prior.split(codec.prior.refine(params, torch.from_numpy(s) + mean))
-    s[~where] = residuals(~where, mean, table)
+    prior = codec.prior
+    hyper = prior.hyper(z)
+    shape = (1, hyper.shape[1] // 2, *hyper.shape[2:])
+    s = np.zeros(shape, dtype=np.int64)
+    mean = torch.zeros(shape, dtype=torch.float64)
+    table = np.zeros(shape, dtype=np.int64)
+    mask = anchors(*shape[2:]).numpy()
+    bounds = group_bounds(prior.groups)
+
+    def decide(k, params, anchors_only):
+        first, end = bounds[k]
+        where = np.zeros(shape, dtype=bool)
+        where[:, first:end] = mask if anchors_only else ~mask
+        mean[:, first:end], table[:, first:end] = prior.split(params)
+        s[where] = residuals(where, mean, table)
+        return torch.from_numpy(s[:, first:end]) + mean[:, first:end]
+
+    prior.passes(hyper, decide)
     return s, mean, table
 
 
@@ -74,7 +88,7 @@ def latents(codec, rgb, quality):
 
 def pixels(codec, s, mean, quality, width, height):
     """Synthesis from the residuals and the prior mean → H×W×3 uint8."""
-    _, inverse_gain = codec.model.gains(torch.tensor([quality_position(quality)]))
+    _, inverse_gain = codec.model.gains(codec.model.position(quality))
 
     def synthesis(tile):
         x_hat = codec.model.synthesis(tile.float() * inverse_gain)

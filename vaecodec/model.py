@@ -6,14 +6,17 @@ for each training λ, interpolated in log space for the qualities in between.
 """
 
 import copy
+import itertools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Rate–distortion trade-offs trained into the gain units, from low to high quality.
-LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932)
+# Rate–distortion trade-offs trained into the gain units of a new model, from low to high
+# quality: CompressAI's eight and one above them, so that quality 100 reaches high fidelity.
+# (vaecodec ≤ 0.4 models have the first seven; a model's own list is in its weights file.)
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18, 0.32)
 SCALE_MIN = 0.11  # smallest Gaussian scale the prior predicts (and the coder's table starts at)
 # One element of y covers 16×16 image pixels and one element of z 64×64 (images are padded to a
 # multiple of 64: bitstream.STRIDE).
@@ -21,20 +24,28 @@ Y_CELL, Z_CELL = 16, 64
 
 
 # Quality 1 sits two steps below the lowest trained λ: there the log-gains are extrapolated, which
-# takes the rate down to about 0.15 bpp on Kodak; quality 100 is the highest trained λ.
+# takes the rate down to about 0.1 bpp on Kodak; quality 100 is the highest trained λ.
 LOWEST_POSITION = -2.0
 
 
-def quality_position(quality):
-    """Map quality 1..100 linearly onto a position in LAMBDAS (LOWEST_POSITION .. len-1)."""
+def quality_position(quality, levels):
+    """Map quality 1..100 linearly onto a position in a model's `levels` λ (LOWEST_POSITION ..
+    levels - 1)."""
     t = (min(max(float(quality), 1.0), 100.0) - 1.0) / 99.0
-    return LOWEST_POSITION + t * (len(LAMBDAS) - 1 - LOWEST_POSITION)
+    return LOWEST_POSITION + t * (levels - 1 - LOWEST_POSITION)
 
 
-def gain_spread():
+def default_groups(m):
+    """Channel groups in ELIC's proportions (16, 16, 32, 64, 192 of 320): small groups first, so
+    that most channels are coded with the most context."""
+    sizes = [m // 20, m // 20, m // 10, m // 5]
+    return tuple(size for size in sizes + [m - sum(sizes)] if size)
+
+
+def gain_spread(lambdas):
     """log(√(λ / middle λ)) for every λ: the initial log-gains."""
-    lambdas = torch.tensor(LAMBDAS)
-    return 0.5 * torch.log(lambdas / lambdas[len(LAMBDAS) // 2])
+    lambdas = torch.tensor(lambdas)
+    return 0.5 * torch.log(lambdas / lambdas[len(lambdas) // 2])
 
 
 def _conv(cin, cout, kernel=5, stride=2):
@@ -131,18 +142,65 @@ def rounded(v, mean=0.0):
 
 def anchors(height, width):
     """The first half of y's checkerboard: the elements whose row + column is even ([H, W] bool).
-    They are coded with the hyperprior alone; the other half also sees its decoded anchors."""
+    They are coded with the hyperprior and the earlier channel groups; the other half also sees
+    the decoded anchors of its own group."""
     rows, cols = torch.arange(height)[:, None], torch.arange(width)[None, :]
     return (rows + cols) % 2 == 0
 
 
-class VAE(nn.Module):
-    """Mean-scale hyperprior VAE with a checkerboard context and gain units. N: transform width,
-    M: latent channels."""
+def group_bounds(groups):
+    """(first, end) channel of every channel group."""
+    ends = list(itertools.accumulate(groups))
+    return list(zip([0] + ends[:-1], ends))
 
-    def __init__(self, n=128, m=192):
+
+def context_passes(nets, groups, hyper, decide):
+    """The space-channel context (He et al. 2022, "ELIC"): y's channels are split into `groups`,
+    coded one after the other, each in two checkerboard passes. The one wiring shared by
+    training, the rate estimate and the exact coder (prior.py runs it over integer networks).
+
+    Group k's prior starts from the hyperprior's mean and raw scale of its channels (`hyper`:
+    [B, 2M, H, W], all means then all raw scales), corrected by `channel_context[k-1]` from the
+    decoded groups before it: final for its anchors. Its non-anchors add `fusion[k]` of that and
+    of `spatial_context[k]` over the group's decoded anchors. `decide(k, params, anchors_only)`
+    returns ŷ of group k from its prior [B, 2M_k, H, W] (only the anchors count when
+    `anchors_only`). Returns every group's prior, [mean, raw scale] per group."""
+    mask = anchors(*hyper.shape[2:]).to(hyper.device)
+    mean, raw = hyper.chunk(2, dim=1)
+    decoded, priors = [], []
+    for k, (first, end) in enumerate(group_bounds(groups)):
+        params = torch.cat([mean[:, first:end], raw[:, first:end]], dim=1)
+        if k:
+            params = params + nets.channel_context[k - 1](torch.cat(decoded, dim=1))
+        anchor_hat = torch.where(mask, decide(k, params, True), 0)
+        spatial = nets.spatial_context[k](anchor_hat)
+        refined = params + nets.fusion[k](torch.cat([params, spatial], dim=1))
+        params = torch.where(mask, params, refined)
+        decoded.append(decide(k, params, False))
+        priors.append(params)
+    return priors
+
+
+def join_groups(priors):
+    """Per-group priors [mean_k, raw_k] → [all means, all raw scales], y's channel order."""
+    means, raws = zip(*(params.chunk(2, dim=1) for params in priors))
+    return torch.cat(means + raws, dim=1)
+
+
+class VAE(nn.Module):
+    """Mean-scale hyperprior VAE with a space-channel context and gain units. N: transform width,
+    M: latent channels, `groups`: channel groups of the context (one group: the checkerboard
+    context alone), `hyper`: hidden widths of the hyper-synthesis, `lambdas`: the trade-offs of
+    the gain units."""
+
+    def __init__(self, n=192, m=320, groups=None, hyper=None, lambdas=LAMBDAS):
         super().__init__()
         self.n, self.m = n, m
+        self.groups = tuple(groups or default_groups(m))
+        self.hyper = tuple(hyper or (n, n * 3 // 2))
+        self.lambdas = tuple(lambdas)
+        if sum(self.groups) != m or min(self.groups) < 1:
+            raise ValueError(f"channel groups {self.groups} do not split {m} latent channels")
         self.analysis = nn.Sequential(
             _conv(3, n), GDN(n), _conv(n, n), GDN(n), _conv(n, n), GDN(n), _conv(n, m))
         self.synthesis = nn.Sequential(
@@ -150,31 +208,46 @@ class VAE(nn.Module):
             _deconv(n, n), GDN(n, inverse=True), _deconv(n, 3))
         self.hyper_analysis = nn.Sequential(
             _conv(m, n, 3, 1), nn.LeakyReLU(), _conv(n, n), nn.LeakyReLU(), _conv(n, n))
+        h1, h2 = self.hyper
         self.hyper_synthesis = nn.Sequential(
-            _deconv(n, m), nn.LeakyReLU(), _deconv(m, m * 3 // 2), nn.LeakyReLU(),
-            _conv(m * 3 // 2, m * 2, 3, 1))
-        # Checkerboard context (He et al. 2021): a 5×5 convolution over the decoded anchors, fused
-        # with the hyperprior's output by 1×1 layers into a correction of the non-anchors' mean and
-        # scale. The last layer starts at zero, so weights trained without context carry over.
-        self.context_prediction = _conv(m, m, 5, 1)
-        self.entropy_parameters = nn.Sequential(
-            nn.Conv2d(3 * m, 2 * m, 1), nn.LeakyReLU(), nn.Conv2d(2 * m, 2 * m, 1))
-        nn.init.zeros_(self.entropy_parameters[-1].weight)
-        nn.init.zeros_(self.entropy_parameters[-1].bias)
+            _deconv(n, h1), nn.LeakyReLU(), _deconv(h1, h2), nn.LeakyReLU(), _conv(h2, m * 2, 3, 1))
+        # The context (see context_passes). Every correction's last layer starts at zero, so
+        # weights trained with less context carry over.
+        width = max(n // 2, 8)
+        self.channel_context = nn.ModuleList(
+            nn.Sequential(_conv(first, width, 3, 1), nn.LeakyReLU(), _conv(width, width, 3, 1),
+                          nn.LeakyReLU(), _conv(width, 2 * size, 3, 1))
+            for (first, _), size in zip(group_bounds(self.groups)[1:], self.groups[1:]))
+        self.spatial_context = nn.ModuleList(_conv(size, size, 5, 1) for size in self.groups)
+        self.fusion = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(3 * size, 2 * size, 1), nn.LeakyReLU(),
+                          nn.Conv2d(2 * size, 2 * size, 1)) for size in self.groups)
+        for correction in (*self.channel_context, *self.fusion):
+            nn.init.zeros_(correction[-1].weight)
+            nn.init.zeros_(correction[-1].bias)
         self.z_prior = FactorizedPrior(n)
         # Gains start spaced as rate–distortion theory suggests (quantization step ∝ 1/√λ), so
         # every λ gets its own rate from the first step instead of all collapsing to one.
-        spread = gain_spread()[:, None].repeat(1, m)
+        spread = gain_spread(self.lambdas)[:, None].repeat(1, m)
         self.log_gain = nn.Parameter(spread)
         self.log_inverse_gain = nn.Parameter(-spread)
 
+    def config(self):
+        """What the weights file records to rebuild this model."""
+        return {"n": self.n, "m": self.m, "groups": list(self.groups), "hyper": list(self.hyper),
+                "lambdas": list(self.lambdas)}
+
+    def position(self, quality):
+        """Quality 1..100 → a position in this model's λ, as `gains` takes it ([1])."""
+        return torch.tensor([quality_position(quality, len(self.lambdas))])
+
     def gains(self, position):
-        """Gain and inverse gain for each position into LAMBDAS (tensor [B] of floats) → [B, M, 1, 1]
+        """Gain and inverse gain for each position into the λ (tensor [B] of floats) → [B, M, 1, 1]
         each; fractional positions interpolate in log space, negative ones extrapolate from the
         first two."""
         position = position.to(self.log_gain.device, torch.float32)
-        low = position.floor().long().clamp(0, len(LAMBDAS) - 1)
-        high = (low + 1).clamp(max=len(LAMBDAS) - 1)
+        low = position.floor().long().clamp(0, len(self.lambdas) - 1)
+        high = (low + 1).clamp(max=len(self.lambdas) - 1)
         t = (position - low)[:, None]
 
         def interpolate(table):
@@ -182,18 +255,16 @@ class VAE(nn.Module):
 
         return interpolate(self.log_gain), interpolate(self.log_inverse_gain)
 
-    def refine(self, params, y_hat):
-        """The prior's output for y: the hyperprior's `params` ([B, 2M, H, W]: mean and raw scale),
-        corrected on the non-anchors from the anchors of `y_hat` (its other elements are unused)."""
-        mask = anchors(*y_hat.shape[2:]).to(y_hat.device)
-        context = self.context_prediction(y_hat * mask)
-        correction = self.entropy_parameters(torch.cat([params, context], dim=1))
-        return torch.where(mask, params, params + correction)
+    def prior(self, hyper, y_hat):
+        """The prior's output for decoded latents `y_hat` ([B, 2M, H, W]: means, raw scales)."""
+        slices = [y_hat[:, first:end] for first, end in group_bounds(self.groups)]
+        return join_groups(context_passes(self, self.groups, hyper,
+                                          lambda k, params, anchors_only: slices[k]))
 
     def bits(self, z_hat, y_hat):
         """Bits the float prior assigns to quantized latents [1, N, h, w] and [1, M, H, W]: the
         model's own estimate of the rate, which the coded file should match."""
-        mean, scale = mean_scale(self.refine(self.hyper_synthesis(z_hat), y_hat))
+        mean, scale = mean_scale(self.prior(self.hyper_synthesis(z_hat), y_hat))
         y_bits = -torch.log2(gaussian_likelihood(y_hat - mean, scale).clamp_min(1e-12)).sum()
         z_bits = -torch.log2(self.z_prior.likelihood(z_hat).clamp_min(1e-12)).sum()
         return float(y_bits + z_bits)
@@ -204,16 +275,17 @@ class VAE(nn.Module):
         gain, inverse_gain = self.gains(position)
         y = self.analysis(x).float() * gain
         z = self.hyper_analysis(y).float()
+        slices = [y[:, first:end] for first, end in group_bounds(self.groups)]
         # Under mixed precision the transforms run in bf16 but the prior of y and the rate terms
         # stay in fp32: the coder's tables and means come from them.
         with torch.autocast(x.device.type, enabled=False):
             z_hat = rounded(z)
             z_noisy = z + torch.rand_like(z) - 0.5
             z_bits = -torch.log2(self.z_prior.likelihood(z_noisy).clamp_min(1e-9))
-            params = self.hyper_synthesis(z_hat)
-            mean, _ = params.chunk(2, dim=1)
-            y_hat = rounded(y, mean)  # right on the anchors
-            mean, scale = mean_scale(self.refine(params, y_hat))
+            priors = context_passes(
+                self, self.groups, self.hyper_synthesis(z_hat),
+                lambda k, params, anchors_only: rounded(slices[k], params.chunk(2, dim=1)[0]))
+            mean, scale = mean_scale(join_groups(priors))
             y_noisy = y + torch.rand_like(y) - 0.5
             y_bits = -torch.log2(gaussian_likelihood(y_noisy - mean, scale).clamp_min(1e-9))
             y_hat = rounded(y, mean)

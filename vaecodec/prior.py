@@ -1,10 +1,11 @@
-"""The prior of y from the hyper-latent z and the decoded anchors, in exact integer arithmetic:
+"""The prior of y from the hyper-latent z and the decoded context, in exact integer arithmetic:
 the same on every machine.
 
 The entropy decoder must pick exactly the tables the encoder picked, or the rest of the file
 decodes to noise. Floating-point convolutions do not reproduce across machines (summation order,
 BLAS, threads, CPU or GPU: CompressAI #279, Ballé et al. 2019 "Integer networks"). So the
-hyper-synthesis and the checkerboard context run in fixed point:
+hyper-synthesis and the context networks run in fixed point, wired by the same code as the float
+model (model.context_passes) with every network swapped for its exact version:
 
 - weights are rounded to multiples of 2^-WEIGHT_BITS and activations to multiples of
   2^-ACTIVATION_BITS, so every convolution multiplies and adds integers;
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import Y_CELL, Z_CELL, anchors
+from .model import Y_CELL, Z_CELL, context_passes, group_bounds, join_groups
 from .tiles import by_tiles
 
 WEIGHT_BITS = 20
@@ -75,11 +76,12 @@ class _IntegerConv:
         return torch.floor(total * shift + 0.5)
 
 
-def _integer_network(layers, input_bits):
-    """The exact version of a stack of convolutions and LeakyReLUs, taking integers with
-    `input_bits` fraction bits and giving integers with ACTIVATION_BITS fraction bits."""
+def _integer_network(module, input_bits):
+    """The exact version of a convolution or a stack of convolutions and LeakyReLUs, taking
+    integers with `input_bits` fraction bits and giving integers with ACTIVATION_BITS fraction
+    bits."""
     steps = []
-    for layer in layers:
+    for layer in module if isinstance(module, nn.Sequential) else [module]:
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
             steps.append(_IntegerConv(layer, input_bits))
             input_bits = ACTIVATION_BITS
@@ -97,16 +99,32 @@ def _integer_network(layers, input_bits):
     return network
 
 
-class ExactPrior:
-    """The mean μ and the table index of every element of y, in two checkerboard passes: `hyper`
-    from the integer hyper-latent z (final for the anchors), then `refine` with the decoded
-    anchors (final for the rest). Both work on integers in units of 2^-ACTIVATION_BITS."""
+def _tiled(network):
+    """`network` over y's grid, tile by tile (bounded memory; the same result)."""
+    return lambda x: by_tiles(network, x, 1, 1, Y_CELL)
+
+
+class _ExactNetworks:
+    """The model's prior networks, each swapped for its exact version, under the same names, so
+    that model.context_passes runs unchanged over them."""
 
     def __init__(self, model):
+        self.channel_context = [_tiled(_integer_network(net, ACTIVATION_BITS))
+                                for net in model.channel_context]
+        self.spatial_context = [_tiled(_integer_network(net, ACTIVATION_BITS))
+                                for net in model.spatial_context]
+        self.fusion = [_tiled(_integer_network(net, ACTIVATION_BITS)) for net in model.fusion]
+
+
+class ExactPrior:
+    """The mean μ and the table index of every element of y: `hyper` from the integer
+    hyper-latent z, then `passes` through the context, group by group. Both work on integers in
+    units of 2^-ACTIVATION_BITS."""
+
+    def __init__(self, model):
+        self.groups = model.groups
         self._hyper = _integer_network(model.hyper_synthesis, 0)
-        context = _integer_network([model.context_prediction], ACTIVATION_BITS)
-        fusion = _integer_network(model.entropy_parameters, ACTIVATION_BITS)
-        self._correction = lambda params, units: fusion(torch.cat([params, context(units)], dim=1))
+        self._networks = _ExactNetworks(model)
         self.thresholds = torch.tensor(SCALE_THRESHOLDS, dtype=torch.float64)
 
     def hyper(self, z):
@@ -116,17 +134,22 @@ class ExactPrior:
             return by_tiles(self._hyper, torch.from_numpy(np.asarray(z, dtype=np.float64)),
                             1, Z_CELL // Y_CELL, Z_CELL)
 
-    def refine(self, params, y_hat):
-        """The output of `hyper`, corrected on the non-anchors from the anchors of ŷ (float64
-        multiples of 2^-ACTIVATION_BITS; the non-anchors of ŷ are unused)."""
-        mask = anchors(*y_hat.shape[2:])
-        units = torch.where(mask, y_hat * 2.0 ** ACTIVATION_BITS, 0.0)
+    def passes(self, hyper, decide):
+        """model.context_passes in exact arithmetic: `decide(k, params, anchors_only)` gets
+        group k's prior in units and returns its ŷ (float64 multiples of 2^-ACTIVATION_BITS)."""
+        def decide_in_units(k, params, anchors_only):
+            return decide(k, params, anchors_only) * 2.0 ** ACTIVATION_BITS
+
         with torch.no_grad():
-            correction = by_tiles(self._correction, (params, units), 1, 1, Y_CELL)
-        return correction.masked_fill_(mask, 0).add_(params)
+            return context_passes(self._networks, self.groups, hyper, decide_in_units)
+
+    def prior(self, hyper, y_hat):
+        """The prior of every element given all of ŷ (its teacher-forced value, for checks)."""
+        slices = [y_hat[:, first:end] for first, end in group_bounds(self.groups)]
+        return join_groups(self.passes(hyper, lambda k, params, anchors_only: slices[k]))
 
     def split(self, params):
-        """Prior output → (μ: float64 tensor [1, M, H, W], table index: int64 array, same shape)."""
+        """Prior output → (μ: float64 tensor [1, C, H, W], table index: int64 array, same shape)."""
         mean, raw = params.chunk(2, dim=1)
         table = torch.searchsorted(self.thresholds, raw.contiguous(), right=True)
         return mean * 2.0 ** -ACTIVATION_BITS, table.numpy().astype(np.int64)

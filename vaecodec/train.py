@@ -1,5 +1,9 @@
 """Training loop: rate + λ·255²·MSE on random crops, one λ (gain-unit index) drawn per crop.
 
+Built to keep a GPU busy: the training photos live on the device and crops are cut there, the
+optimizer is fused, the weight average is one multi-tensor update, and the host reads nothing
+back from the device between log lines. The CPU runs the same loop.
+
 Checkpoints hold the raw weights, the exponential moving average (EMA) of the weights, the
 optimizer and the step, so a run resumes exactly where it stopped; the EMA is what gets exported.
 """
@@ -12,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
+from . import weights
 from .images import IMAGE_SUFFIXES
-from .model import LAMBDAS, VAE
-from .weights import save_weights
+from .model import VAE
 
 
 def load_training_images(folder, max_side=512, min_side=128):
@@ -39,16 +44,61 @@ def load_training_images(folder, max_side=512, min_side=128):
     return images
 
 
-def random_batch(images, batch_size, crop, rng):
-    """Random crops with random horizontal flips → float tensor [B, 3, crop, crop] in [0, 1]."""
-    batch = np.empty((batch_size, crop, crop, 3), dtype=np.uint8)
-    for i in range(batch_size):
-        img = images[rng.integers(len(images))]
-        top = rng.integers(img.shape[0] - crop + 1)
-        left = rng.integers(img.shape[1] - crop + 1)
-        patch = img[top:top + crop, left:left + crop]
-        batch[i] = patch[:, ::-1] if rng.random() < 0.5 else patch
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
+def pack_training_images(folder, out, quality=94, min_side=256):
+    """Write the training images as `load_training_images` sees them to `out` as JPEG files
+    (4:4:4, about 42 dB at quality 94): a compact copy for machines that take few megabytes.
+    Returns how many."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = load_training_images(folder, min_side=min_side)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(out / f"{i:04d}.jpg", quality=quality, subsampling=0)
+    return len(images)
+
+
+class Crops:
+    """The training photos resident on `device` (one zero-padded uint8 tensor) and random crops
+    cut from them there: flipped at random, and half of the batches taken from a region up to
+    `max_zoom` times larger, downscaled with an area filter (the photos seen at other scales)."""
+
+    def __init__(self, images, device, seed=0, max_zoom=2.0):
+        # Smallest first: the photos large enough for a zoomed crop are a suffix of the list.
+        images = sorted(images, key=lambda img: min(img.shape[:2]))
+        self.short_sides = np.array([min(img.shape[:2]) for img in images])
+        height = max(img.shape[0] for img in images)
+        width = max(img.shape[1] for img in images)
+        pixels = np.zeros((len(images), height, width, 3), dtype=np.uint8)
+        for i, img in enumerate(images):
+            pixels[i, :img.shape[0], :img.shape[1]] = img
+        self.pixels = torch.from_numpy(pixels).to(device)
+        self.sizes = torch.tensor([img.shape[:2] for img in images], device=device)
+        self.device = device
+        self.max_zoom = max_zoom
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator(device).manual_seed(seed)
+
+    def batch(self, size, crop):
+        """Float tensor [size, 3, crop, crop] in [0, 1], without a round trip to the host."""
+        side = crop
+        if self.rng.random() < 0.5:
+            side = int(crop * self.rng.uniform(1, self.max_zoom))
+        first = int(np.searchsorted(self.short_sides, side))
+        if first == len(self.short_sides):
+            side, first = crop, 0
+        uniform = torch.rand(size, 4, device=self.device, generator=self.generator)
+        index = first + (uniform[:, 0] * (len(self.short_sides) - first)).long()
+        room = self.sizes[index] - side + 1
+        top = (uniform[:, 1] * room[:, 0]).long()
+        left = (uniform[:, 2] * room[:, 1]).long()
+        steps = torch.arange(side, device=self.device)
+        rows = top[:, None] + steps
+        flip = uniform[:, 3:] < 0.5
+        cols = left[:, None] + torch.where(flip, side - 1 - steps, steps)
+        patch = self.pixels[index[:, None, None], rows[:, :, None], cols[:, None, :]]
+        x = patch.permute(0, 3, 1, 2).float().div_(255)
+        if side != crop:
+            x = F.interpolate(x, size=(crop, crop), mode="area")
+        return x.contiguous(memory_format=torch.channels_last)
 
 
 def learning_rate(run_step, progress, peak, decay=0.2, warmup=500):
@@ -70,96 +120,112 @@ def bf16_is_native(device):
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=5e-4, decay=0.2,
-          n=96, m=160, init=None, precision="auto", export=None, log_every=50, save_every=250,
-          seed=0, log=print):
-    """Train (or resume) until `steps` total steps or `minutes` of wall time, then export.
-    A new run starts from random weights, or from the weights file `init` (fine-tuning)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # the crop size never changes: autotune once
-    checkpoint = Path(checkpoint)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
-    start = None
+def _start(checkpoint, init, config, log):
+    """The model, its EMA, the optimizer state and the step to start from: the checkpoint's
+    when it exists, else the weights file `init`'s (a fresh optimizer), else random weights."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True) \
+        if checkpoint.exists() else None
     if state is not None:
-        n, m = state["config"]["n"], state["config"]["m"]
-    elif init is not None:
-        start = torch.load(init, map_location="cpu", weights_only=True)
-        n, m = start["config"]["n"], start["config"]["m"]
-    model = VAE(n, m).to(device)
-    if start is not None:
-        # A context model that the init file lacks (it predates it) keeps its initialization.
+        config, model_state = weights.upgrade(state["config"], state["model"])
+        _, ema_state = weights.upgrade(state["config"], state["ema"])
+        model = VAE(**config)
+        model.load_state_dict(model_state)
+        ema = VAE(**config)
+        ema.load_state_dict(ema_state)
+        log(f"resumed {checkpoint} at step {state['step']}")
+        return model, ema, state["optimizer"], state["step"]
+    if init is not None:
+        start = weights.read(init)
+        model = VAE(**start["config"])
+        # A context that the init file lacks (it predates it) keeps its initialization.
         keys = model.load_state_dict(start["state_dict"], strict=False)
         misfits = keys.unexpected_keys + [key for key in keys.missing_keys if not key.startswith(
-            ("context_prediction.", "entropy_parameters."))]
+            ("channel_context.", "spatial_context.", "fusion."))]
         if misfits:
             raise ValueError(f"{init} does not fit this model: {misfits[0]}")
         new = f" ({len(keys.missing_keys)} new tensors initialized)" if keys.missing_keys else ""
         log(f"started from {init}{new}")
-    ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-        log(f"resumed {checkpoint} at step {step}")
+    else:
+        model = VAE(**config)
+    return model, copy.deepcopy(model), None, 0
+
+
+def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=5e-4, decay=0.2,
+          n=192, m=320, groups=None, init=None, precision="auto", compile="auto", export=None,
+          log_every=50, save_every=250, seed=0, log=print):
+    """Train (or resume) until `steps` total steps or `minutes` of wall time, then export.
+    A new run starts from random weights of a model with N, M and channel `groups`, or from the
+    weights file `init` (fine-tuning). `compile`: torch.compile the training pass (auto: on
+    CUDA, where it pays back its start-up within a minute)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the crop size never changes: autotune once
+    checkpoint = Path(checkpoint)
+    model, ema, optimizer_state, step = _start(checkpoint, init, {"n": n, "m": m, "groups": groups},
+                                               log)
+    model.to(device, memory_format=torch.channels_last)
+    ema.to(device).requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     bf16 = precision == "bf16" or (precision == "auto" and bf16_is_native(device))
-    rng = np.random.default_rng(seed + step)
+    compiled = compile == "on" or (compile == "auto" and device.type == "cuda")
+    forward = torch.compile(model) if compiled else model
     torch.manual_seed(seed + step)
+    crops = Crops(load_training_images(data_dir, min_side=crop), device, seed + step)
+    log(f"{len(crops.short_sides)} training images, model N={model.n} M={model.m} "
+        f"groups {'/'.join(map(str, model.groups))}, device {device}, "
+        f"{'bf16' if bf16 else 'fp32'} transforms{', compiled' if compiled else ''}")
+    lambdas = torch.tensor(model.lambdas, device=device)
+    parameters, averages = list(model.parameters()), list(ema.parameters())
     first_step = step
-    images = load_training_images(data_dir, min_side=crop)
-    log(f"{len(images)} training images, model N={n} M={m}, device {device}, "
-        f"{'bf16' if bf16 else 'fp32'} transforms")
-    lambdas = torch.tensor(LAMBDAS, device=device)
     run_start = time.monotonic()
     budget = minutes * 60 if minutes else math.inf
-    window = []
-    started = time.monotonic()
+    totals = torch.zeros(3, device=device)  # loss, bpp, PSNR summed since the last log line
+    window_start, window_steps = time.monotonic(), 0
 
     def save():
         tmp = checkpoint.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
                     "optimizer": optimizer.state_dict(), "step": step,
-                    "config": {"n": n, "m": m}}, tmp)
+                    "config": model.config()}, tmp)
         os.replace(tmp, checkpoint)
 
     while step < steps and time.monotonic() - run_start < budget:
         progress = max(step / steps, (time.monotonic() - run_start) / budget)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step - first_step, progress, lr, decay)
-        x = random_batch(images, batch_size, crop, rng).to(device)
-        level = torch.randint(len(LAMBDAS), (batch_size,), device=device)
+        x = crops.batch(batch_size, crop)
+        level = torch.randint(len(lambdas), (batch_size,), device=device)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            x_hat, bits = model(x, level.float())
+            x_hat, bits = forward(x, level.float())
         bpp = bits / (crop * crop)
         mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
         loss = (bpp + lambdas[level] * 255 ** 2 * mse).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         with torch.no_grad():
-            ema_decay = min(0.999, (1 + step) / (10 + step))
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - ema_decay)
+            torch._foreach_lerp_(averages, parameters, 1 - min(0.999, (1 + step) / (10 + step)))
+            psnr = (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()
+            totals += torch.stack([loss, bpp.mean(), psnr])
         step += 1
-        window.append((loss.item(), bpp.mean().item(),
-                       (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()))
+        window_steps += 1
         if step % log_every == 0:
-            mean = np.mean(window, axis=0)
-            rate = (time.monotonic() - started) / len(window)
+            mean = (totals / window_steps).tolist()
+            rate = (time.monotonic() - window_start) / window_steps
             log(f"step {step}  loss {mean[0]:.3f}  bpp {mean[1]:.3f}  psnr {mean[2]:.2f} dB  "
-                f"lr {optimizer.param_groups[0]['lr']:.2e}  {rate:.2f} s/step")
-            window.clear()
-            started = time.monotonic()
+                f"lr {optimizer.param_groups[0]['lr']:.2e}  {rate:.3f} s/step  "
+                f"{batch_size / rate:.0f} crops/s")
+            totals.zero_()
+            window_start, window_steps = time.monotonic(), 0
         if step % save_every == 0:
             save()
     save()
     log(f"stopped at step {step}; checkpoint {checkpoint}")
     if export:
-        save_weights(ema.cpu(), export)
+        weights.save_weights(ema.cpu(), export)
         log(f"exported {export}")
     return step
 
@@ -168,7 +234,8 @@ def export_checkpoint(checkpoint, path):
     """Write the weights file of a checkpoint's EMA model (also while its run goes on); returns
     the checkpoint's step."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = VAE(**state["config"])
-    model.load_state_dict(state["ema"])
-    save_weights(model, path)
+    config, ema_state = weights.upgrade(state["config"], state["ema"])
+    model = VAE(**config)
+    model.load_state_dict(ema_state)
+    weights.save_weights(model, path)
     return state["step"]

@@ -15,11 +15,14 @@ import torch
 
 from . import entropy
 from .errors import CodecError
-from .model import VAE
+from .model import LAMBDAS, VAE
 from .prior import ExactPrior
 
 FILE_NAME = "vaecodec.pt"
-FORMAT = 1  # layout of the weights file's dictionary
+# Layout of the weights file's dictionary. 2: convolution kernels stored in float16 (half the
+# size, no measurable change in rate or PSNR), config with the channel groups; 1: vaecodec ≤ 0.4.
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 def default_path():
@@ -34,14 +37,45 @@ def default_path():
                      "set VAECODEC_WEIGHTS to its path")
 
 
+def upgrade(config, state_dict):
+    """A model config and state dict of vaecodec ≤ 0.4 (weights format 1, checkpoints of then)
+    in today's terms: one channel group, its hyper-synthesis widths and seven λ; the context
+    under today's names. Newer ones come back as they are."""
+    if "groups" in config:
+        return config, state_dict
+    m = config["m"]
+    config = {**config, "groups": [m], "hyper": [m, m * 3 // 2], "lambdas": list(LAMBDAS[:7])}
+    renames = {"context_prediction.": "spatial_context.0.", "entropy_parameters.": "fusion.0."}
+    upgraded = {}
+    for key, value in state_dict.items():
+        for old, new in renames.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        upgraded[key] = value
+    return config, upgraded
+
+
+def read(source):
+    """A weights file (path or bytes) → its dictionary, checked, config and state dict upgraded."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if state.get("format") not in READABLE_FORMATS:
+        raise CodecError(f"unsupported weights format {state.get('format')}")
+    config, state_dict = upgrade(state["config"], state["state_dict"])
+    return {**state, "config": config, "state_dict": state_dict}
+
+
 def save_weights(model, path):
-    """Export `model` (eval copy) with freshly tabulated probability tables."""
+    """Export `model` (eval copy) with freshly tabulated probability tables. Convolution kernels
+    are stored in float16 and everything is computed from those values (the exact prior rounds
+    them to multiples of 2^-20 from there)."""
     model = model.cpu().eval()
     state = {
         "format": FORMAT,
-        "config": {"n": model.n, "m": model.m},
+        "config": model.config(),
         # Contiguous, whatever the layout in memory: the file's bytes are the model's identity.
-        "state_dict": {k: v.detach().clone(memory_format=torch.contiguous_format)
+        "state_dict": {k: v.detach().to(torch.float16 if v.dim() == 4 else v.dtype)
+                       .clone(memory_format=torch.contiguous_format)
                        for k, v in model.state_dict().items()},
         "y_tables": entropy.gaussian_tables().to_state(),
         "z_tables": entropy.factorized_tables(model.z_prior).to_state(),
@@ -61,15 +95,13 @@ class Codec:
         path = Path(path)
         try:
             data = path.read_bytes()
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            if state.get("format") != FORMAT:
-                raise CodecError(f"{path}: unsupported weights format {state.get('format')}")
+            state = read(data)
             self.model = VAE(**state["config"])
             self.model.load_state_dict(state["state_dict"])
             self.y_tables = entropy.Tables.from_state(state["y_tables"])
             self.z_tables = entropy.Tables.from_state(state["z_tables"])
-        except CodecError:
-            raise
+        except CodecError as error:
+            raise CodecError(f"{path}: {error}") from None
         except Exception as error:
             raise CodecError(f"cannot load weights {path}: {error}") from None
         self.model.eval().requires_grad_(False)
