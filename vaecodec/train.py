@@ -151,18 +151,18 @@ def _start(checkpoint, init, config, log):
 
 
 def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=5e-4, decay=0.2,
-          n=192, m=320, groups=None, init=None, precision="auto", compile="auto", export=None,
+          n=192, m=320, groups=None, hyper=None, init=None, precision="auto", compile="auto", export=None,
           log_every=50, save_every=250, seed=0, log=print):
     """Train (or resume) until `steps` total steps or `minutes` of wall time, then export.
-    A new run starts from random weights of a model with N, M and channel `groups`, or from the
-    weights file `init` (fine-tuning). `compile`: torch.compile the training pass (auto: on
+    A new run starts from random weights of a model with N, M, channel `groups` and `hyper`
+    widths (model.VAE), or from the weights file `init` (fine-tuning). `compile`: torch.compile the training pass (auto: on
     CUDA, where it pays back its start-up within a minute)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the crop size never changes: autotune once
     checkpoint = Path(checkpoint)
-    model, ema, optimizer_state, step = _start(checkpoint, init, {"n": n, "m": m, "groups": groups},
-                                               log)
+    model, ema, optimizer_state, step = _start(
+        checkpoint, init, {"n": n, "m": m, "groups": groups, "hyper": hyper}, log)
     model.to(device, memory_format=torch.channels_last)
     ema.to(device).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
@@ -217,7 +217,7 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
             rate = (time.monotonic() - window_start) / window_steps
             log(f"step {step}  loss {mean[0]:.3f}  bpp {mean[1]:.3f}  psnr {mean[2]:.2f} dB  "
                 f"lr {optimizer.param_groups[0]['lr']:.2e}  {rate:.3f} s/step  "
-                f"{batch_size / rate:.0f} crops/s")
+                f"{batch_size / rate:.1f} crops/s")
             totals.zero_()
             window_start, window_steps = time.monotonic(), 0
         if step % save_every == 0:
