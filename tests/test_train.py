@@ -132,3 +132,52 @@ def test_training_follows_the_requested_decay(tmp_path, photo, monkeypatch):
     training.train(data, tmp_path / "run.ckpt", steps=4, batch_size=1, crop=64, n=8, m=12,
                    decay=0.5, log=lambda line: None)
     assert seen == [0.5] * 4
+
+
+def test_crops_are_windows_of_the_photos_or_their_mirror_images():
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8)
+    crops = training.Crops([photo], torch.device("cpu"), max_zoom=1.0)
+    batch = crops.batch(16, 24)
+    assert batch.shape == (16, 3, 24, 24) and batch.dtype == torch.float32
+    windows = {photo[top:top + 24, left:left + 24].tobytes()
+               for top in range(17) for left in range(33)}
+    seen = set()
+    for crop in batch:
+        pixels = (crop * 255).round().byte().permute(1, 2, 0).numpy()
+        if pixels.tobytes() in windows:
+            seen.add("plain")
+        else:
+            assert pixels[:, ::-1].tobytes() in windows
+            seen.add("mirrored")
+    assert seen == {"plain", "mirrored"}
+
+
+def test_zoomed_out_crops_stay_inside_photos_large_enough():
+    """A zoomed-out crop is cut from a region larger than the crop: only from a photo that large
+    (here the grey one), never reaching into the padding around a small one (the white one)."""
+    small = np.full((32, 32, 3), 255, dtype=np.uint8)
+    large = np.full((100, 100, 3), 128, dtype=np.uint8)
+    crops = training.Crops([small, large], torch.device("cpu"), max_zoom=3.0)
+    values = set()
+    for _ in range(20):
+        batch = crops.batch(4, 32)
+        assert batch.shape == (4, 3, 32, 32)
+        for crop in batch:
+            assert crop.min() == crop.max()
+            values.add(round(crop.max().item() * 255))
+    assert values == {128, 255}
+
+
+def test_pack_images_writes_what_training_sees(tmp_path, photo):
+    data = tmp_path / "images"
+    data.mkdir()
+    photo.resize((700, 520)).save(data / "big.png")
+    photo.resize((100, 80)).save(data / "tiny.png")
+    result = CliRunner().invoke(main, ["pack-images", str(data), "-o", str(tmp_path / "pack")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"1 images in {tmp_path / 'pack'}\n"
+    [packed] = training.load_training_images(tmp_path / "pack")
+    [expected] = training.load_training_images(data, min_side=256)
+    assert packed.shape == expected.shape == (512, 689, 3)
+    assert np.abs(packed.astype(int) - expected).mean() < 2
