@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from PIL import Image
 
 from . import weights
@@ -77,8 +79,9 @@ class Crops:
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device).manual_seed(seed)
 
-    def batch(self, size, crop):
-        """Float tensor [size, 3, crop, crop] in [0, 1], without a round trip to the host."""
+    def batch(self, size, crop, levels):
+        """A batch of training examples, without a round trip to the host: crops (float tensor
+        [size, 3, crop, crop] in [0, 1]) and the λ index of each (of `levels`)."""
         side = crop
         if self.rng.random() < 0.5:
             side = int(crop * self.rng.uniform(1, self.max_zoom))
@@ -98,7 +101,8 @@ class Crops:
         x = patch.permute(0, 3, 1, 2).float().div_(255)
         if side != crop:
             x = F.interpolate(x, size=(crop, crop), mode="area")
-        return x.contiguous(memory_format=torch.channels_last)
+        level = torch.randint(levels, (size,), device=self.device, generator=self.generator)
+        return x.contiguous(memory_format=torch.channels_last), level
 
 
 def learning_rate(run_step, progress, peak, decay=0.2, warmup=500):
@@ -150,17 +154,62 @@ def _start(checkpoint, init, config, log):
     return model, copy.deepcopy(model), None, 0
 
 
+class _Ranks:
+    """The processes training together: one, or those torchrun started (WORLD_SIZE > 1), which
+    average their gradients (DistributedDataParallel: NCCL on CUDA, gloo on the CPU)."""
+
+    def __init__(self):
+        self.size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = 0
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.size > 1:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.rank = dist.get_rank()
+
+    def wrap(self, model):
+        """The module whose backward pass averages gradients over the ranks."""
+        if self.size == 1:
+            return model
+        return DistributedDataParallel(model, device_ids=[self.device] if
+                                       self.device.type == "cuda" else None)
+
+    def agree(self, values, op):
+        """`values` (a tensor on the device) reduced over the ranks with `op` ("sum", "max"):
+        every rank then decides alike."""
+        if self.size > 1:
+            dist.all_reduce(values, {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+        return values
+
+    def seed(self, *parts):
+        """A seed of its own for this rank."""
+        return int(np.random.SeedSequence([*parts, self.rank]).generate_state(1)[0])
+
+    def close(self):
+        if self.size > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=5e-4, decay=0.2,
-          n=192, m=320, groups=None, hyper=None, init=None, precision="auto", compile="auto", export=None,
-          log_every=50, save_every=250, seed=0, log=print):
-    """Train (or resume) until `steps` total steps or `minutes` of wall time, then export.
-    A new run starts from random weights of a model with N, M, channel `groups` and `hyper`
-    widths (model.VAE), or from the weights file `init` (fine-tuning). `compile`: torch.compile the training pass (auto: on
-    CUDA, where it pays back its start-up within a minute)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+          n=192, m=320, groups=None, hyper=None, init=None, precision="auto", compile="auto",
+          export=None, log_every=50, save_every=250, seed=0, log=print):
+    """Train (or resume) until `steps` total steps or `minutes` of wall time, then export; return
+    the trained (raw) model. A new run starts from random weights of a model with N, M, channel
+    `groups` and `hyper` widths (model.VAE), or from the weights file `init` (fine-tuning).
+    `compile`: torch.compile the training pass (auto: on CUDA, where it pays back its start-up
+    within a minute). Under torchrun every rank trains on `batch_size` crops of its own and rank
+    0 alone logs and writes files."""
+    ranks = _Ranks()
+    device = ranks.device
+    if ranks.rank:
+        log = lambda line: None  # rank 0 speaks for all
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the crop size never changes: autotune once
     checkpoint = Path(checkpoint)
+    torch.manual_seed(seed)  # the same random weights in every rank
     model, ema, optimizer_state, step = _start(
         checkpoint, init, {"n": n, "m": m, "groups": groups, "hyper": hyper}, log)
     model.to(device, memory_format=torch.channels_last)
@@ -170,33 +219,39 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
         optimizer.load_state_dict(optimizer_state)
     bf16 = precision == "bf16" or (precision == "auto" and bf16_is_native(device))
     compiled = compile == "on" or (compile == "auto" and device.type == "cuda")
-    forward = torch.compile(model) if compiled else model
-    torch.manual_seed(seed + step)
-    crops = Crops(load_training_images(data_dir, min_side=crop), device, seed + step)
+    forward = ranks.wrap(model)
+    forward = torch.compile(forward) if compiled else forward
+    torch.manual_seed(ranks.seed(seed, step))
+    crops = Crops(load_training_images(data_dir, min_side=crop), device, ranks.seed(seed, step))
     log(f"{len(crops.short_sides)} training images, model N={model.n} M={model.m} "
-        f"groups {'/'.join(map(str, model.groups))}, device {device}, "
+        f"groups {'/'.join(map(str, model.groups))}, device {device}"
+        f"{f' × {ranks.size} ranks' if ranks.size > 1 else ''}, "
         f"{'bf16' if bf16 else 'fp32'} transforms{', compiled' if compiled else ''}")
     lambdas = torch.tensor(model.lambdas, device=device)
     parameters, averages = list(model.parameters()), list(ema.parameters())
     first_step = step
     run_start = time.monotonic()
     budget = minutes * 60 if minutes else math.inf
+    # Under torchrun the ranks compare clocks only at log lines, so that they stop together.
+    check_every = 1 if ranks.size == 1 else log_every
+    elapsed = 0.0  # fraction of the time budget, as the ranks agree on it
     totals = torch.zeros(3, device=device)  # loss, bpp, PSNR summed since the last log line
     window_start, window_steps = time.monotonic(), 0
 
     def save():
+        if ranks.rank:
+            return
         tmp = checkpoint.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
                     "optimizer": optimizer.state_dict(), "step": step,
                     "config": model.config()}, tmp)
         os.replace(tmp, checkpoint)
 
-    while step < steps and time.monotonic() - run_start < budget:
-        progress = max(step / steps, (time.monotonic() - run_start) / budget)
+    while step < steps and elapsed < 1:
+        progress = max(step / steps, elapsed)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step - first_step, progress, lr, decay)
-        x = crops.batch(batch_size, crop)
-        level = torch.randint(len(lambdas), (batch_size,), device=device)
+        x, level = crops.batch(batch_size, crop, len(lambdas))
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             x_hat, bits = forward(x, level.float())
         bpp = bits / (crop * crop)
@@ -212,22 +267,27 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
             totals += torch.stack([loss, bpp.mean(), psnr])
         step += 1
         window_steps += 1
+        if step % check_every == 0:
+            fraction = torch.tensor([(time.monotonic() - run_start) / budget], device=device)
+            elapsed = ranks.agree(fraction, "max").item()
         if step % log_every == 0:
-            mean = (totals / window_steps).tolist()
+            mean = (ranks.agree(totals, "sum") / (window_steps * ranks.size)).tolist()
             rate = (time.monotonic() - window_start) / window_steps
+            crops_per_s = batch_size * ranks.size / rate
             log(f"step {step}  loss {mean[0]:.3f}  bpp {mean[1]:.3f}  psnr {mean[2]:.2f} dB  "
                 f"lr {optimizer.param_groups[0]['lr']:.2e}  {rate:.3f} s/step  "
-                f"{batch_size / rate:.1f} crops/s")
+                f"{crops_per_s:.1f} crops/s")
             totals.zero_()
             window_start, window_steps = time.monotonic(), 0
         if step % save_every == 0:
             save()
     save()
     log(f"stopped at step {step}; checkpoint {checkpoint}")
-    if export:
-        weights.save_weights(ema.cpu(), export)
+    if export and not ranks.rank:
+        weights.save_weights(copy.deepcopy(ema).cpu(), export)
         log(f"exported {export}")
-    return step
+    ranks.close()
+    return model
 
 
 def export_checkpoint(checkpoint, path):
