@@ -66,14 +66,14 @@ class _IntegerConv:
         """Integer activations with `input_bits` fraction bits → ACTIVATION_BITS fraction bits."""
         x = x.clamp(-self.input_limit, self.input_limit)
         layer = self.layer
+        # The bias is one more integer term of every sum: added inside the convolution, exactly.
         if isinstance(layer, nn.ConvTranspose2d):
-            total = F.conv_transpose2d(x, self.weight, None, layer.stride, layer.padding,
+            total = F.conv_transpose2d(x, self.weight, self.bias, layer.stride, layer.padding,
                                        layer.output_padding)
         else:
-            total = F.conv2d(x, self.weight, None, layer.stride, layer.padding)
-        total = total + self.bias[:, None, None]
+            total = F.conv2d(x, self.weight, self.bias, layer.stride, layer.padding)
         shift = 2.0 ** (ACTIVATION_BITS - self.input_bits - WEIGHT_BITS)
-        return torch.floor(total * shift + 0.5)
+        return total.mul_(shift).add_(0.5).floor_()
 
 
 def _integer_network(module, input_bits):
