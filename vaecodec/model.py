@@ -124,8 +124,7 @@ class FactorizedPrior(nn.Module):
 def gaussian_likelihood(residual, scale):
     """Mass of the unit-width bin around `residual` under N(0, scale²)."""
     v = residual.abs()
-    normal = torch.distributions.Normal(0.0, 1.0)
-    return normal.cdf((0.5 - v) / scale) - normal.cdf((-0.5 - v) / scale)
+    return torch.special.ndtr((0.5 - v) / scale) - torch.special.ndtr((-0.5 - v) / scale)
 
 
 def mean_scale(params):
@@ -140,11 +139,12 @@ def rounded(v, mean=0.0):
     return v + (torch.round(v - mean) + mean - v).detach()
 
 
-def anchors(height, width):
+def anchors(height, width, device=None):
     """The first half of y's checkerboard: the elements whose row + column is even ([H, W] bool).
     They are coded with the hyperprior and the earlier channel groups; the other half also sees
     the decoded anchors of its own group."""
-    rows, cols = torch.arange(height)[:, None], torch.arange(width)[None, :]
+    rows = torch.arange(height, device=device)[:, None]
+    cols = torch.arange(width, device=device)[None, :]
     return (rows + cols) % 2 == 0
 
 
@@ -165,7 +165,7 @@ def context_passes(nets, groups, hyper, decide):
     of `spatial_context[k]` over the group's decoded anchors. `decide(k, params, anchors_only)`
     returns ŷ of group k from its prior [B, 2M_k, H, W] (only the anchors count when
     `anchors_only`). Returns every group's prior, [mean, raw scale] per group."""
-    mask = anchors(*hyper.shape[2:]).to(hyper.device)
+    mask = anchors(*hyper.shape[2:], hyper.device)
     mean, raw = hyper.chunk(2, dim=1)
     decoded, priors = [], []
     for k, (first, end) in enumerate(group_bounds(groups)):
