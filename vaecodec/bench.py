@@ -81,7 +81,7 @@ def _classical(name):
         "webp": ((5, 20, 40, 60, 75, 85, 92),
                  lambda a, q: ic.webp_encode(a, q, lossless=False, method=6), ic.webp_decode),
         "avif": ((25, 35, 45, 55, 65, 75, 85),
-                 lambda a, q: ic.avif_encode(a, q, speed=6, pixelformat="yuv444", numthreads=1),
+                 lambda a, q: ic.avif_encode(a, q, speed=4, pixelformat="yuv444", numthreads=1),
                  ic.avif_decode),
         "jpegxl": ((8.0, 5.0, 3.5, 2.5, 1.8, 1.2, 0.8),
                    lambda a, d: ic.jpegxl_encode(a, distance=d, effort=7, numthreads=1),
@@ -94,7 +94,7 @@ def _classical(name):
 
 CODECS = ("vaecodec", "jpeg", "webp", "avif", "jpegxl", "jpeg2000")
 SETTING_NAMES = {"vaecodec": "quality", "jpeg": "quality", "webp": "quality",
-                 "avif": "quality (speed 6, 4:4:4)", "jpegxl": "distance (effort 7)",
+                 "avif": "quality (speed 4, 4:4:4)", "jpegxl": "distance (effort 7)",
                  "jpeg2000": "target PSNR"}
 
 
