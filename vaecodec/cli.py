@@ -11,23 +11,19 @@ import os
 import signal
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import click
 
+from . import files
 from .bench import CODECS
 from .bitstream import MAX_PIXELS, Bitstream
-from .errors import CodecError, ConversionWarning
+from .files import Failed, conversion_notes, describe
 from .images import IMAGE_SUFFIXES
 
 STDIO = Path("-")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-
-
-class Failed(Exception):
-    """A per-file failure whose message is already user-facing."""
 
 
 def _raise_on_sigterm():
@@ -95,16 +91,7 @@ def _plan(inputs, output, suffixes, new_suffix):
 
 
 def _read(path):
-    if path == STDIO:
-        return sys.stdin.buffer.read()
-    try:
-        return path.read_bytes()
-    except IsADirectoryError:
-        raise Failed("is a directory, expected a file") from None
-    except FileNotFoundError:
-        raise Failed("no such file") from None
-    except OSError as error:
-        raise Failed(f"cannot read ({error.strerror})") from None
+    return sys.stdin.buffer.read() if path == STDIO else files.read(path)
 
 
 def _check_target(source, target, force):
@@ -153,23 +140,14 @@ def _run(pairs, batch, work, force):
         for source, target in items:
             name = "<stdin>" if source == STDIO else str(source)
             try:
-                with warnings.catch_warnings(record=True) as notes:
-                    warnings.simplefilter("always", ConversionWarning)
+                with conversion_notes() as notes:
                     _check_target(source, target, force)
                     work(source, target)
                 for note in notes:
-                    if issubclass(note.category, ConversionWarning):
-                        click.echo(f"note: {name}: {note.message}", err=True)
-            except (Failed, CodecError) as error:
+                    click.echo(f"note: {name}: {note}", err=True)
+            except Exception as error:  # one line, and the batch goes on
                 failed += 1
-                click.echo(f"error: {name}: {error}", err=True)
-            except MemoryError:
-                failed += 1
-                click.echo(f"error: {name}: out of memory (try a smaller image)", err=True)
-            except Exception as error:  # a bug: still one line, and the batch goes on
-                failed += 1
-                click.echo(f"error: {name}: internal error ({type(error).__name__}: {error})",
-                           err=True)
+                click.echo(f"error: {name}: {describe(error)}", err=True)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -198,12 +176,8 @@ _output = click.option("-o", "--output", type=click.Path(),
 @_max_pixels
 def compress(inputs, output, quality, force, max_pixels):
     """Compress images (files or directories; - for stdin) to .vae files."""
-    from .codec import compress as encode
-    from .images import read_image
-
     def work(source, target):
-        image = read_image(_read(source), max_pixels)
-        _write(target, encode(image, quality, max_pixels=max_pixels))
+        _write(target, files.compress(_read(source), quality, max_pixels))
 
     pairs, batch = _plan(inputs, output, IMAGE_SUFFIXES, ".vae")
     _run(pairs, batch, work, force)
@@ -216,12 +190,9 @@ def compress(inputs, output, quality, force, max_pixels):
 @_max_pixels
 def decompress(inputs, output, force, max_pixels):
     """Decompress .vae files to images (format from the output extension, PNG by default)."""
-    from .codec import decompress as decode
-    from .images import encode_image
-
     def work(source, target):
-        image = decode(_read(source), max_pixels=max_pixels)
-        _write(target, encode_image(image, "" if target == STDIO else target.suffix))
+        extension = "" if target == STDIO else target.suffix
+        _write(target, files.decompress(_read(source), extension, max_pixels))
 
     pairs, batch = _plan(inputs, output, (".vae",), ".png")
     _run(pairs, batch, work, force)

@@ -1,0 +1,64 @@
+"""One file's bytes to another's, as `vaecodec compress` and `decompress` do them: the part of the
+work that runs wherever the file is processed, in this process or on a Ray worker, so that both
+make the same bytes and the same one-line messages."""
+
+import warnings
+from contextlib import contextmanager
+
+from .bitstream import MAX_PIXELS
+from .errors import CodecError, ConversionWarning
+
+
+class Failed(Exception):
+    """A per-file failure whose message is already user-facing."""
+
+
+def read(path):
+    """The bytes of the file at `path`, or Failed with a message saying why not."""
+    try:
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise Failed("is a directory, expected a file") from None
+    except FileNotFoundError:
+        raise Failed("no such file") from None
+    except OSError as error:
+        raise Failed(f"cannot read ({error.strerror})") from None
+
+
+def compress(data, quality, max_pixels=MAX_PIXELS):
+    """Image file bytes (or an H×W[×C] uint8 array) → `.vae` bytes."""
+    from .codec import compress as encode
+    from .images import read_image
+
+    image = read_image(data, max_pixels) if isinstance(data, bytes) else data
+    return encode(image, quality, max_pixels=max_pixels)
+
+
+def decompress(data, extension, max_pixels=MAX_PIXELS):
+    """`.vae` bytes → image file bytes in the format of `extension` ('.png', '.jpg' …; '' is
+    PNG)."""
+    from .codec import decompress as decode
+    from .images import encode_image
+
+    return encode_image(decode(data, max_pixels=max_pixels), extension)
+
+
+@contextmanager
+def conversion_notes():
+    """Collects the ConversionWarnings raised inside as strings, in the list it yields, once the
+    block has finished without an error."""
+    notes = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConversionWarning)
+        yield notes
+    notes.extend(str(note.message) for note in caught
+                 if issubclass(note.category, ConversionWarning))
+
+
+def describe(error):
+    """The one-line message for a file that failed with `error`."""
+    if isinstance(error, (Failed, CodecError)):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return "out of memory (try a smaller image)"
+    return f"internal error ({type(error).__name__}: {error})"  # a bug: still one line
