@@ -83,6 +83,8 @@ def read_image(data, max_pixels=MAX_PIXELS):
         return image
     except CodecError:
         raise
+    except Image.UnidentifiedImageError:  # Pillow's message names an in-memory buffer
+        raise CodecError("not a readable image (unknown format)") from None
     except Exception as error:
         raise CodecError(f"not a readable image ({error})") from None
     finally:
