@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import click
@@ -18,6 +19,7 @@ import click
 from . import files
 from .bench import CODECS
 from .bitstream import MAX_PIXELS, Bitstream
+from .errors import ConversionWarning
 from .files import Failed, conversion_notes, describe
 from .images import IMAGE_SUFFIXES
 
@@ -160,11 +162,66 @@ def _run(pairs, batch, work, force):
         sys.exit(1)
 
 
+def _on_ray(pairs, force, address, submit):
+    """A `work` for _run that writes each file's output as it comes back from a Ray cluster.
+
+    The files whose output may be written (checked here, and again by _run as for a local run)
+    go to the cluster as one Ray Data pipeline, `submit(cluster, paths)`: the workers read and
+    convert them, and the results come back in order."""
+    try:
+        from . import cluster
+    except ImportError:
+        click.echo("error: --ray needs Ray: pip install 'vaecodec[ray]'", err=True)
+        sys.exit(1)
+    if any(STDIO in pair for pair in pairs):
+        raise click.UsageError("--ray works on files, not stdin or stdout")
+    sent = set()
+    for source, target in pairs:
+        try:
+            _check_target(source, target, force)
+            sent.add(source)
+        except Failed:
+            pass  # _run reports it
+    rows = iter(())
+    if sent:
+        try:
+            cluster.connect(address)
+        except Exception as error:
+            click.echo(f"error: cannot join the Ray cluster ({describe(error)})", err=True)
+            sys.exit(1)
+        rows = cluster.in_order(submit(cluster, [os.path.abspath(s) for s, _ in pairs
+                                                 if s in sent]))
+
+    def work(source, target):
+        if source not in sent:
+            raise Failed(f"output {target} was in the way when the run started")
+        path = os.path.abspath(source)
+        row = next((row for row in rows if row["path"] == path), None)
+        if row is None:
+            raise Failed("the Ray cluster returned no result")
+        for note in row["notes"]:
+            warnings.warn(note, ConversionWarning)
+        if row["error"] is not None:
+            raise Failed(row["error"])
+        _write(target, row["output"])
+
+    return work
+
+
 _max_pixels = click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
                            show_default=True, help="Refuse images with more pixels than this.")
 _force = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
 _output = click.option("-o", "--output", type=click.Path(),
                        help="Output file, or directory when there are several inputs.")
+
+
+def _ray_options(command):
+    """--ray and --ray-address: the work on a Ray cluster, the writing here."""
+    command = click.option("--ray-address", metavar="ADDR",
+                           help="The Ray cluster to use (implies --ray).")(command)
+    return click.option("--ray", "use_ray", is_flag=True,
+                        help="Read and convert the files on a Ray cluster ($RAY_ADDRESS, else "
+                             "a local one); needs pip install 'vaecodec[ray]'.")(command)
 
 
 @main.command()
@@ -174,12 +231,16 @@ _output = click.option("-o", "--output", type=click.Path(),
               help="1 (smallest) to 100 (best).")
 @_force
 @_max_pixels
-def compress(inputs, output, quality, force, max_pixels):
+@_ray_options
+def compress(inputs, output, quality, force, max_pixels, use_ray, ray_address):
     """Compress images (files or directories; - for stdin) to .vae files."""
     def work(source, target):
         _write(target, files.compress(_read(source), quality, max_pixels))
 
     pairs, batch = _plan(inputs, output, IMAGE_SUFFIXES, ".vae")
+    if use_ray or ray_address:
+        work = _on_ray(pairs, force, ray_address, lambda cluster, paths: cluster.compress(
+            paths, quality, max_pixels=max_pixels))
     _run(pairs, batch, work, force)
 
 
@@ -188,13 +249,19 @@ def compress(inputs, output, quality, force, max_pixels):
 @_output
 @_force
 @_max_pixels
-def decompress(inputs, output, force, max_pixels):
+@_ray_options
+def decompress(inputs, output, force, max_pixels, use_ray, ray_address):
     """Decompress .vae files to images (format from the output extension, PNG by default)."""
     def work(source, target):
         extension = "" if target == STDIO else target.suffix
         _write(target, files.decompress(_read(source), extension, max_pixels))
 
     pairs, batch = _plan(inputs, output, (".vae",), ".png")
+    if use_ray or ray_address:
+        # One extension: _plan pairs one input with one output, or several with .png files.
+        (extension,) = {target.suffix for _, target in pairs} or {".png"}
+        work = _on_ray(pairs, force, ray_address, lambda cluster, paths: cluster.decompress(
+            paths, extension, max_pixels=max_pixels))
     _run(pairs, batch, work, force)
 
 

@@ -61,4 +61,5 @@ def describe(error):
         return str(error)
     if isinstance(error, MemoryError):
         return "out of memory (try a smaller image)"
-    return f"internal error ({type(error).__name__}: {error})"  # a bug: still one line
+    first_line = next(iter(str(error).splitlines()), "")
+    return f"internal error ({type(error).__name__}: {first_line})"  # a bug: still one line
