@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from vaecodec.model import VAE
-from vaecodec.train import bf16_is_native, load_training_images, train
+from vaecodec.train import bf16_is_native, load_training_images, rate_distortion, train
 
 
 def peer_rate(images, config, batch_size, crop, steps, device):
@@ -47,9 +47,7 @@ def peer_rate(images, config, batch_size, crop, steps, device):
         level = torch.randint(len(lambdas), (batch_size,), device=device)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             x_hat, bits = model(x, level.float())
-        bpp = bits / (crop * crop)
-        mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
-        loss = (bpp + lambdas[level] * 255 ** 2 * mse).mean()
+        loss, bpp, mse = rate_distortion(x, x_hat, bits, lambdas[level])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -105,6 +105,14 @@ class Crops:
         return x.contiguous(memory_format=torch.channels_last), level
 
 
+def rate_distortion(x, x_hat, bits, lambdas):
+    """The training objective, bits per pixel + λ·255²·MSE averaged over the batch (each crop
+    with its own λ), and the bpp and MSE of every crop."""
+    bpp = bits / (x.shape[2] * x.shape[3])
+    mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
+    return (bpp + lambdas * 255 ** 2 * mse).mean(), bpp, mse
+
+
 def learning_rate(run_step, progress, peak, decay=0.2, warmup=500):
     """Linear warm-up over the first steps of every run (a resumed run climbs back from its
     decayed rate instead of jumping), constant, then a cosine decay to peak/20 over the last
@@ -254,9 +262,7 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
         x, level = crops.batch(batch_size, crop, len(lambdas))
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             x_hat, bits = forward(x, level.float())
-        bpp = bits / (crop * crop)
-        mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
-        loss = (bpp + lambdas[level] * 255 ** 2 * mse).mean()
+        loss, bpp, mse = rate_distortion(x, x_hat, bits, lambdas[level])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
