@@ -1,16 +1,19 @@
 """Fuzz the decoder with hostile `.vae` files.
 
 Every case mutates a valid file (bit flips, truncation, random bytes, trailing garbage, header
-fields rewritten with a valid CRC, random entropy-coded sections behind a valid header) and
-decodes it. A case passes when decoding returns an image of the size the header states or raises
-CodecError, within the time limit; every 10th case also goes through the CLI, which must exit 1
-with one `error:` line, no traceback and no output file.
+fields rewritten with a valid CRC, random entropy-coded sections or metadata (ICC profile, EXIF,
+raw chunk structure) behind a valid header) and decodes it. A case passes when decoding returns
+an image of the size the header states or raises CodecError, within the time limit; every 10th
+case also goes through the CLI, which must exit 1 with one `error:` line, no traceback and no
+output file.
 
     python benchmarks/fuzz.py --cases 10000      # the long run; the test suite runs a few hundred
 """
 
 import random
 import signal
+import struct
+import zlib
 import sys
 import tempfile
 import time
@@ -21,7 +24,7 @@ import click
 from click.testing import CliRunner
 
 import vaecodec
-from vaecodec.bitstream import Bitstream
+from vaecodec.bitstream import OVERHEAD, Bitstream
 from vaecodec.cli import main as cli
 
 TIME_LIMIT_S = 20
@@ -31,14 +34,17 @@ def base_files():
     """A few small valid files of every mode."""
     rng = np.random.default_rng(0)
     smooth = np.cumsum(rng.integers(-3, 4, (30, 40, 4)), axis=1).clip(0, 255).astype(np.uint8) + 60
-    return [vaecodec.compress(smooth[:, :, :3], 50), vaecodec.compress(smooth[:20, :33], 10),
-            vaecodec.compress(smooth[:9, :17, 0], 90), vaecodec.compress(smooth[:1, :1, :2], 1)]
+    files = [vaecodec.compress(smooth[:, :, :3], 50), vaecodec.compress(smooth[:20, :33], 10),
+             vaecodec.compress(smooth[:9, :17, 0], 90), vaecodec.compress(smooth[:1, :1, :2], 1)]
+    stream = Bitstream.from_bytes(files[0])
+    with_metadata = {**vars(stream), "icc_profile": bytes(range(200)), "exif": b"MM\0*" + bytes(60)}
+    return files + [Bitstream(**with_metadata).to_bytes()]
 
 
 def _rewrite(data, rng):
     stream = Bitstream.from_bytes(data)
     fields = {name: getattr(stream, name) for name in stream.__dataclass_fields__}
-    choice = rng.randrange(6)
+    choice = rng.randrange(7)
     if choice == 0:
         fields["width"], fields["height"] = rng.choice(
             [(rng.randrange(1, 200), rng.randrange(1, 200)), (100000, 100000),
@@ -52,6 +58,8 @@ def _rewrite(data, rng):
     elif choice == 4:
         fields["y"] = rng.randbytes(4 * rng.randrange(0, 64))
         fields["z"] = rng.choice([fields["z"], rng.randbytes(4 * rng.randrange(0, 8))])
+    elif choice == 5:
+        fields[rng.choice(["icc_profile", "exif"])] = rng.randbytes(rng.choice([0, 1, 300, 70000]))
     else:
         fields["alpha"] = rng.randbytes(rng.randrange(0, 40))
         fields["mode"] = rng.choice(["LA", "RGBA"])
@@ -59,6 +67,23 @@ def _rewrite(data, rng):
         return Bitstream(**fields).to_bytes()
     except Exception:  # a field combination the writer itself rejects: fall back to flips
         return _flip(data, rng)
+
+
+def _metadata_section(data, rng):
+    """The file with its metadata section replaced by raw, mostly malformed chunks, behind valid
+    lengths and CRC."""
+    stream = Bitstream.from_bytes(data)
+    chunks = []
+    for _ in range(rng.randrange(0, 4)):
+        tag = rng.choice([b"ICCP", b"EXIF", b"XMP ", rng.randbytes(4)])
+        body = rng.randbytes(rng.randrange(0, 50))
+        length = rng.choice([len(body), len(body) + rng.randrange(1, 100), 2 ** 32 - 1])
+        chunks.append(tag + struct.pack(">I", length) + body)
+    section = b"".join(chunks) + rng.choice([b"", rng.randbytes(rng.randrange(1, 8))])
+    header_size = OVERHEAD - 4
+    header = data[:24] + struct.pack(">I", len(section)) + data[28:header_size]
+    body = header + section + data[header_size + len(stream.metadata_section()):-4]
+    return body + struct.pack(">I", zlib.crc32(body))
 
 
 def _flip(data, rng):
@@ -70,7 +95,9 @@ def _flip(data, rng):
 
 def mutate(data, rng):
     """One hostile variant of a valid file."""
-    kind = rng.randrange(6)
+    kind = rng.randrange(7)
+    if kind == 6:
+        return _metadata_section(data, rng)
     if kind == 0:
         return _flip(data, rng)
     if kind == 1:

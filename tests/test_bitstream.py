@@ -6,7 +6,7 @@ import zlib
 import pytest
 
 import vaecodec
-from vaecodec.bitstream import MAGIC, OVERHEAD, VERSION, Bitstream
+from vaecodec.bitstream import MAGIC, MAX_METADATA, OVERHEAD, VERSION, Bitstream
 from vaecodec.errors import CodecError
 
 
@@ -18,11 +18,63 @@ def test_layout_is_exactly_as_documented():
     stream = Bitstream(model_id=bytes(range(1, 9)), width=3, height=2, mode="RGBA",
                        quality=75.5, z=b"ab", y=b"cdef", alpha=b"g")
     header = bytes.fromhex(
-        "5641451a" "03" "0102030405060708" "00000003" "00000002" "03" "1d7e"
-        "00000002" "00000004" "00000001")
+        "5641451a" "04" "0102030405060708" "00000003" "00000002" "03" "1d7e"
+        "00000000" "00000002" "00000004" "00000001")
     assert stream.to_bytes() == with_crc(header + b"abcdefg")
     assert Bitstream.from_bytes(stream.to_bytes()) == stream
-    assert OVERHEAD == len(header) + 4
+    assert OVERHEAD == len(header) + 4 == 44
+
+
+def test_metadata_layout_is_exactly_as_documented():
+    stream = Bitstream(model_id=bytes(8), width=1, height=1, mode="L", quality=1, z=b"zz",
+                       y=b"yyyy", icc_profile=b"icc", exif=b"MM\0*")
+    header = bytes.fromhex(
+        "5641451a" "04" "0000000000000000" "00000001" "00000001" "00" "0064"
+        "00000017" "00000002" "00000004" "00000000")
+    metadata = b"ICCP" + bytes.fromhex("00000003") + b"icc" + b"EXIF" + bytes.fromhex("00000004") \
+        + b"MM\0*"
+    assert stream.to_bytes() == with_crc(header + metadata + b"zzyyyy")
+    assert Bitstream.from_bytes(stream.to_bytes()) == stream
+    exif_only = Bitstream(**{**vars(stream), "icc_profile": b""}).to_bytes()
+    assert exif_only[40:52] == b"EXIF" + bytes.fromhex("00000004") + b"MM\0*"
+
+
+def with_metadata(section):
+    """A valid file (CRC included) whose metadata section is `section`."""
+    header = bytes.fromhex("5641451a" "04" "0000000000000000" "00000001" "00000001" "00" "0064") \
+        + struct.pack(">IIII", len(section), 0, 0, 0)
+    return with_crc(header + section)
+
+
+def test_unknown_metadata_chunks_are_skipped():
+    section = b"XMP " + struct.pack(">I", 5) + b"<xml>" + b"ICCP" + struct.pack(">I", 1) + b"p"
+    assert Bitstream.from_bytes(with_metadata(section)).icc_profile == b"p"
+
+
+@pytest.mark.parametrize("section,message", [
+    (b"ICC", "truncated chunk header"),
+    (b"ICCP" + struct.pack(">I", 2) + b"p", "chunk longer than the section"),
+    (b"ICCP" + struct.pack(">I", 2 ** 32 - 1) + b"p", "chunk longer than the section"),
+    ((b"EXIF" + struct.pack(">I", 1) + b"e") * 2, "two 'EXIF' chunks"),
+])
+def test_damaged_metadata_is_refused(section, message):
+    with pytest.raises(CodecError, match=message):
+        Bitstream.from_bytes(with_metadata(section))
+
+
+def test_metadata_limit_is_checked_from_the_header():
+    # A header claiming 4 GiB of metadata that the file does not hold: nothing is allocated.
+    claim = with_metadata(b"")[:24] + struct.pack(">I", 2 ** 32 - 1) + bytes(16)
+    with pytest.raises(CodecError, match="truncated"):
+        Bitstream.from_bytes(claim)
+    big = with_metadata(b"EXIF" + struct.pack(">I", 100) + bytes(100))
+    with pytest.raises(CodecError, match="108 bytes of metadata .* exceed the limit of 100"):
+        Bitstream.from_bytes(big, max_metadata=100)
+    assert Bitstream.from_bytes(big, max_metadata=108).exif == bytes(100)
+    stream = Bitstream(model_id=bytes(8), width=1, height=1, mode="L", quality=1, z=b"", y=b"",
+                       exif=bytes(MAX_METADATA))
+    with pytest.raises(CodecError, match="exceed the limit"):
+        stream.to_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +107,8 @@ def test_every_single_bit_flip_is_detected(small_file):
     (b"", "bad magic"),
     (MAGIC, "truncated"),
     (b"GIF89a" + bytes(40), "bad magic"),
-    (MAGIC + bytes([VERSION + 1]) + bytes(60), "version 4 is not supported.*upgrade vaecodec"),
+    (MAGIC + bytes([VERSION + 1]) + bytes(60), "version 5 is not supported.*upgrade vaecodec"),
+    (MAGIC + bytes([3]) + bytes(60), "version 3 is not supported.*with vaecodec 0.4"),
     (MAGIC + bytes([2]) + bytes(60), "version 2 is not supported.*with vaecodec 0.2"),
     (MAGIC + bytes([1]) + bytes(60), "version 1 is not supported.*with vaecodec 0.1"),
 ])

@@ -122,7 +122,7 @@ def test_bitstream_carries_exactly_the_model_latents(photo, loaded):
     decoder = entropy.Decoder(stream.y, loaded.y_tables)
     assert np.array_equal(decoder.decode(table[where]), s[where])
     assert np.array_equal(decoder.decode(table[~where]), s[~where])
-    z_tables = codec._z_tables(z.shape)
+    z_tables = codec.z_channel_tables(z.shape)
     assert np.array_equal(entropy.decode(stream.z, z_tables, loaded.z_tables), z)
 
     model = loaded.model

@@ -3,11 +3,14 @@
     import vaecodec
     data = vaecodec.compress(image, quality=75)   # PIL image or H×W×C uint8 array → bytes
     image = vaecodec.decompress(data)             # → PIL.Image.Image
+
+Importing it also registers the `.vae` format with Pillow (`Image.open`, `Image.save`).
 """
 
-from .errors import CodecError
+from . import pillow_plugin  # noqa: F401 (registers the format with Pillow)
+from .errors import CodecError, TargetWarning
 
-__all__ = ["compress", "decompress", "CodecError"]
+__all__ = ["compress", "decompress", "CodecError", "TargetWarning"]
 
 
 def __getattr__(name):

@@ -1,8 +1,8 @@
-"""The `.vae` container (format version 3). FORMAT.md in the repository root documents it byte by
+"""The `.vae` container (format version 4). FORMAT.md in the repository root documents it byte by
 byte; this module is the one place that writes and checks it.
 
 Everything is validated before anything is allocated for decoding: magic, version, sizes against
-the pixel limit, section lengths against the file length, and the CRC-32.
+the pixel and metadata limits, section lengths against the file length, and the CRC-32.
 """
 
 import struct
@@ -12,16 +12,20 @@ from dataclasses import dataclass
 from .errors import CodecError
 
 MAGIC = b"VAE\x1a"
-VERSION = 3  # 3: checkerboard context; 2: hyperprior only; 1: the prior in float64
+VERSION = 4  # 4: metadata section; 3: checkerboard context; 2: integer prior; 1: float64 prior
 # The release that reads each older version.
-READERS = {1: "vaecodec 0.1", 2: "vaecodec 0.2"}
+READERS = {1: "vaecodec 0.1", 2: "vaecodec 0.2", 3: "vaecodec 0.4"}
 MODES = ("L", "LA", "RGB", "RGBA")
 MAX_PIXELS = 2 ** 26  # default limit on the padded width × height (67 MP), checked up front
+MAX_METADATA = 2 ** 24  # default limit on the metadata section (16 MiB), checked up front
 STRIDE = 64  # the codec pads images to a multiple of this in both directions
 
-_HEADER = struct.Struct(">4sB8sIIBHIII")  # magic, version, model id, w, h, mode, quality, lengths
+# magic, version, model id, w, h, mode, quality, lengths of the metadata, z, y and alpha sections
+_HEADER = struct.Struct(">4sB8sIIBHIIII")
 _CRC = struct.Struct(">I")
+_CHUNK = struct.Struct(">4sI")  # a metadata chunk's tag and length
 OVERHEAD = _HEADER.size + _CRC.size
+ICC_TAG, EXIF_TAG = b"ICCP", b"EXIF"
 
 
 @dataclass(frozen=True)
@@ -36,16 +40,26 @@ class Bitstream:
     z: bytes  # entropy-coded hyper-latent
     y: bytes  # entropy-coded latent residuals
     alpha: bytes = b""  # zlib-compressed alpha plane (modes LA and RGBA only)
+    icc_profile: bytes = b""  # the ICC profile, as embedded in PNG's iCCP or JPEG's APP2
+    exif: bytes = b""  # EXIF: TIFF header and IFDs, as in PNG's eXIf (JPEG's APP1 less Exif\0\0)
 
     def to_bytes(self):
+        metadata = self.metadata_section()
+        check_metadata(len(metadata))
         header = _HEADER.pack(MAGIC, VERSION, self.model_id, self.width, self.height,
                               MODES.index(self.mode), quality_code(self.quality),
-                              len(self.z), len(self.y), len(self.alpha))
-        body = header + self.z + self.y + self.alpha
+                              len(metadata), len(self.z), len(self.y), len(self.alpha))
+        body = header + metadata + self.z + self.y + self.alpha
         return body + _CRC.pack(zlib.crc32(body))
 
+    def metadata_section(self):
+        """The chunks of the metadata section: ICC profile, then EXIF, each only if present."""
+        return b"".join(_CHUNK.pack(tag, len(value)) + value
+                        for tag, value in ((ICC_TAG, self.icc_profile), (EXIF_TAG, self.exif))
+                        if value)
+
     @classmethod
-    def from_bytes(cls, data, max_pixels=MAX_PIXELS):
+    def from_bytes(cls, data, max_pixels=MAX_PIXELS, max_metadata=MAX_METADATA):
         data = bytes(data)
         if data[:4] != MAGIC[:len(data)] or not data:
             raise CodecError("not a vaecodec file (bad magic bytes)")
@@ -57,8 +71,8 @@ class Bitstream:
             raise CodecError(f"format version {data[4]} is not supported "
                              f"(this vaecodec reads version {VERSION}); {remedy}")
         (_, _, model_id, width, height, mode, quality,
-         z_len, y_len, alpha_len) = _HEADER.unpack_from(data)
-        expected = OVERHEAD + z_len + y_len + alpha_len
+         metadata_len, z_len, y_len, alpha_len) = _HEADER.unpack_from(data)
+        expected = OVERHEAD + metadata_len + z_len + y_len + alpha_len
         if len(data) < expected:
             raise CodecError(f"truncated file ({len(data)} bytes, header says {expected})")
         if len(data) > expected:
@@ -67,16 +81,38 @@ class Bitstream:
         if zlib.crc32(body) != crc:
             raise CodecError("file is corrupt (CRC-32 mismatch)")
         check_size(width, height, max_pixels)
+        check_metadata(metadata_len, max_metadata)
         if mode >= len(MODES):
             raise CodecError(f"unknown image mode code {mode}")
         if not 100 <= quality <= 10000:
             raise CodecError(f"quality {quality / 100} outside 1..100")
         if alpha_len and "A" not in MODES[mode]:
             raise CodecError(f"alpha section in a {MODES[mode]} image")
-        z_end = _HEADER.size + z_len
-        y_end = z_end + y_len
+        z_start = _HEADER.size + metadata_len
+        y_start = z_start + z_len
+        alpha_start = y_start + y_len
+        chunks = _metadata_chunks(body[_HEADER.size:z_start])
         return cls(model_id, width, height, MODES[mode], quality / 100,
-                   body[_HEADER.size:z_end], body[z_end:y_end], body[y_end:])
+                   body[z_start:y_start], body[y_start:alpha_start], body[alpha_start:],
+                   icc_profile=chunks.get(ICC_TAG, b""), exif=chunks.get(EXIF_TAG, b""))
+
+
+def _metadata_chunks(section):
+    """The metadata section's chunks as {tag: bytes}. Unknown tags are skipped, so that a later
+    writer can add a kind of metadata that older readers ignore; a known tag may appear once."""
+    chunks, offset = {}, 0
+    while offset < len(section):
+        if len(section) - offset < _CHUNK.size:
+            raise CodecError("metadata section is corrupt (truncated chunk header)")
+        tag, length = _CHUNK.unpack_from(section, offset)
+        offset += _CHUNK.size
+        if length > len(section) - offset:
+            raise CodecError("metadata section is corrupt (chunk longer than the section)")
+        if tag in chunks:
+            raise CodecError(f"metadata section is corrupt (two {tag.decode('latin-1')!r} chunks)")
+        chunks[tag] = section[offset:offset + length]
+        offset += length
+    return chunks
 
 
 def check_size(width, height, max_pixels=MAX_PIXELS):
@@ -89,6 +125,13 @@ def check_size(width, height, max_pixels=MAX_PIXELS):
         raise CodecError(f"image of {width}×{height} exceeds the limit of {max_pixels} pixels"
                          + (f" ({padded} once padded to multiples of {STRIDE})"
                             if width * height <= max_pixels else ""))
+
+
+def check_metadata(length, max_metadata=MAX_METADATA):
+    """Refuse a metadata section larger than `max_metadata` bytes."""
+    if length > max_metadata:
+        raise CodecError(f"{length} bytes of metadata (ICC profile, EXIF) exceed the limit of "
+                         f"{max_metadata} bytes")
 
 
 def quality_code(quality):

@@ -21,8 +21,9 @@ import zlib
 import numpy as np
 import torch
 
-from . import entropy, images, weights
-from .bitstream import MAX_PIXELS, STRIDE, Bitstream, quality_code
+from . import entropy, images, rate, weights
+from .bench import psnr
+from .bitstream import MAX_METADATA, MAX_PIXELS, STRIDE, Bitstream, quality_code
 from .errors import CodecError
 from .model import Y_CELL, Z_CELL, anchors, group_bounds
 from .tiles import by_tiles
@@ -30,17 +31,26 @@ from .tiles import by_tiles
 DEFAULT_QUALITY = 75
 
 
-def analyse(codec, rgb, quality):
-    """An H×W×3 uint8 image → (y as a float64 tensor, the integer hyper-latent z)."""
+def analyse(codec, rgb):
+    """An H×W×3 uint8 image → the analysis transform's output before the gain (float32). It does
+    not depend on the quality, so rate control computes it once and tries qualities on it."""
     height, width = rgb.shape[:2]
     padded = np.pad(rgb, ((0, -height % STRIDE), (0, -width % STRIDE), (0, 0)), mode="edge")
-    gain, _ = codec.model.gains(codec.model.position(quality))
 
     def analysis(tile):
-        return codec.model.analysis(tile.float().div_(255)) * gain
+        return codec.model.analysis(tile.float().div_(255))
 
     with torch.no_grad():
-        y = by_tiles(analysis, torch.from_numpy(padded).permute(2, 0, 1)[None], Y_CELL, 1, Y_CELL)
+        return by_tiles(analysis, torch.from_numpy(padded).permute(2, 0, 1)[None], Y_CELL, 1,
+                        Y_CELL)
+
+
+def at_quality(codec, features, quality):
+    """The analysis output scaled by the quality's gain → (y as a float64 tensor, the integer
+    hyper-latent z)."""
+    gain, _ = codec.model.gains(codec.model.position(quality))
+    with torch.no_grad():
+        y = features * gain
         z = by_tiles(codec.model.hyper_analysis, y, Z_CELL // Y_CELL, 1, Z_CELL)
     return y.double(), torch.round(z).numpy().astype(np.int64)
 
@@ -74,7 +84,11 @@ def residual_passes(codec, z, residuals):
 def latents(codec, rgb, quality):
     """What the encoder computes for an H×W×3 uint8 image: z, the residuals s = round(y − μ), their
     means μ and tables, and the y section that codes s."""
-    y, z = analyse(codec, rgb, quality)
+    return code_latents(codec, *at_quality(codec, analyse(codec, rgb), quality))
+
+
+def code_latents(codec, y, z):
+    """`latents` from y and z."""
     coder = entropy.Encoder(codec.y_tables)
 
     def residuals(where, mean, table):
@@ -99,43 +113,80 @@ def pixels(codec, s, mean, quality, width, height):
     return x_hat[0, :, :height, :width].permute(1, 2, 0).numpy()
 
 
-def _z_tables(z_shape):
+def z_channel_tables(z_shape):
     """Table index of every element of z: its channel."""
     channels = np.arange(z_shape[1], dtype=np.int64)[None, :, None, None]
     return np.broadcast_to(channels, z_shape)
 
 
-def compress(image, quality=DEFAULT_QUALITY, weights_path=None, max_pixels=MAX_PIXELS):
-    """Compress a PIL image or H×W[×C] uint8 array to `.vae` bytes. Quality: 1 (smallest) to
-    100 (best)."""
-    quality = quality_code(quality) / 100
-    rgb, alpha, mode = images.split_channels(image, max_pixels)
+def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_bytes=None,
+             strict=False, strip=False, weights_path=None, max_pixels=MAX_PIXELS):
+    """Compress a PIL image or H×W[×C] uint8 array to `.vae` bytes.
+
+    Give at most one of: `quality` 1 (smallest) … 100 (best), default 75; `target_bpp` (bits per
+    pixel of the file, within 3 %), `target_psnr` (dB over RGB, within 0.1 dB) or `max_bytes`
+    (at most that, and no more than 5 % below), which search the quality (`rate.search`: out of
+    reach, the nearest file and a TargetWarning; with `strict`, a CodecError). A PIL image's ICC
+    profile and EXIF are kept unless `strip`.
+    """
+    targets = [rate.Target(kind, value) for kind, value in
+               (("bpp", target_bpp), ("psnr", target_psnr), ("bytes", max_bytes))
+               if value is not None]
+    if len(targets) + (quality is not None) > 1:
+        raise CodecError("give at most one of quality, target_bpp, target_psnr and max_bytes")
+    if not targets:
+        quality = quality_code(DEFAULT_QUALITY if quality is None else quality) / 100
+    rgb, alpha, mode, metadata = images.split_channels(image, max_pixels)
     codec = weights.load(weights_path)
-    z, _, _, _, y_section = latents(codec, rgb, quality)
-    alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else b""
-    return Bitstream(
-        model_id=codec.model_id, width=rgb.shape[1], height=rgb.shape[0], mode=mode,
-        quality=quality,
-        z=entropy.encode(z, _z_tables(z.shape), codec.z_tables),
-        y=y_section,
-        alpha=alpha_bytes,
-    ).to_bytes()
+    features = analyse(codec, rgb)
+    height, width = rgb.shape[:2]
+    sections = dict(
+        model_id=codec.model_id, width=width, height=height, mode=mode,
+        alpha=zlib.compress(alpha.tobytes(), 9) if alpha is not None else b"",
+        **({} if strip else metadata))
+
+    def encode(quality):
+        """(file bytes, the residuals and their means) at this quality."""
+        z, s, mean, _, y_section = code_latents(codec, *at_quality(codec, features, quality))
+        z_section = entropy.encode(z, z_channel_tables(z.shape), codec.z_tables)
+        data = Bitstream(quality=quality, z=z_section, y=y_section, **sections).to_bytes()
+        return data, s, mean
+
+    if not targets:
+        return encode(quality)[0]
+    target, = targets
+
+    def probe(quality):
+        data, s, mean = encode(quality)
+        if target.kind == "bytes":
+            return data, len(data)
+        if target.kind == "bpp":
+            return data, 8 * len(data) / (width * height)
+        return data, psnr(rgb, pixels(codec, s, mean, quality, width, height))
+
+    return rate.search(probe, target, strict)[0]
 
 
-def decompress(data, weights_path=None, max_pixels=MAX_PIXELS):
-    """Decode `.vae` bytes to a PIL image in the mode it was compressed from."""
-    stream = Bitstream.from_bytes(data, max_pixels)
+def decompress(data, weights_path=None, max_pixels=MAX_PIXELS, max_metadata=MAX_METADATA):
+    """Decode `.vae` bytes to a PIL image in the mode it was compressed from, with its ICC profile
+    and EXIF in `info` (as Pillow's decoders put them)."""
+    return decode(Bitstream.from_bytes(data, max_pixels, max_metadata), weights_path)
+
+
+def decode(stream, weights_path=None):
+    """`decompress` of a parsed and checked `Bitstream`."""
     codec = weights.load(weights_path)
     if stream.model_id != codec.model_id:
         raise CodecError(f"made with model {stream.model_id.hex()}, but the loaded weights are "
                          f"{codec.model_id.hex()}; decode with the vaecodec version that made it")
     z_shape = (1, codec.model.n, -(-stream.height // Z_CELL), -(-stream.width // Z_CELL))
-    z = entropy.decode(stream.z, _z_tables(z_shape), codec.z_tables)
+    z = entropy.decode(stream.z, z_channel_tables(z_shape), codec.z_tables)
     y_coder = entropy.Decoder(stream.y, codec.y_tables)
     s, mean, _ = residual_passes(codec, z, lambda where, mean, table: y_coder.decode(table[where]))
     rgb = pixels(codec, s, mean, stream.quality, stream.width, stream.height)
     alpha = _decode_alpha(stream) if "A" in stream.mode else None
-    return images.join_channels(rgb, alpha, stream.mode)
+    return images.join_channels(rgb, alpha, stream.mode, icc_profile=stream.icc_profile,
+                                exif=stream.exif)
 
 
 def _decode_alpha(stream):

@@ -13,17 +13,20 @@ from .errors import CodecError, ConversionWarning
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                   ".gif")  # what folders are scanned for
 _ARRAY_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+EXIF_PREFIX = b"Exif\x00\x00"  # what Pillow keeps before the EXIF in `info` (JPEG's APP1 header)
 
 
 def split_channels(image, max_pixels=MAX_PIXELS):
-    """PIL image or H×W[×C] uint8 array → (rgb H×W×3 uint8, alpha H×W uint8 or None, mode).
+    """PIL image or H×W[×C] uint8 array → (rgb H×W×3 uint8, alpha H×W uint8 or None, mode,
+    metadata: the ICC profile and EXIF as keyword arguments of `Bitstream`).
 
     Modes other than L, LA, RGB and RGBA are converted (palette, 16-bit, CMYK … → RGB, or RGBA
     where they carry transparency) with a warning, since the codec stores only those four.
     """
+    metadata = {}
     if isinstance(image, Image.Image):
         check_size(*image.size, max_pixels)  # before anything is converted or loaded
-        array, mode = _from_pil(image)
+        array, mode, metadata = _from_pil(image)
     else:
         array = np.asarray(image)
         if array.dtype != np.uint8:
@@ -38,14 +41,17 @@ def split_channels(image, max_pixels=MAX_PIXELS):
     check_size(array.shape[1], array.shape[0], max_pixels)
     color = array[:, :, :3] if array.shape[2] >= 3 else np.repeat(array[:, :, :1], 3, axis=2)
     alpha = array[:, :, -1] if mode.endswith("A") else None
-    return np.ascontiguousarray(color), alpha, mode
+    return np.ascontiguousarray(color), alpha, mode, metadata
 
 
 def _from_pil(image):
-    image = ImageOps.exif_transpose(image)
+    image = ImageOps.exif_transpose(image)  # also drops the orientation tag from its EXIF
+    exif = image.info.get("exif", b"")
+    metadata = {"icc_profile": image.info.get("icc_profile") or b"",
+                "exif": exif[len(EXIF_PREFIX):] if exif.startswith(EXIF_PREFIX) else exif}
     mode = image.mode
     if mode in ("L", "LA", "RGB", "RGBA") and "transparency" not in image.info:
-        return np.asarray(image), mode
+        return np.asarray(image), mode, metadata
     try:
         if mode.startswith("I;16") or mode == "I":
             wide = np.asarray(image.convert("I")).astype(np.float64)
@@ -58,16 +64,21 @@ def _from_pil(image):
     except Exception as error:
         raise CodecError(f"cannot convert a {mode} image ({error})") from None
     warnings.warn(f"converted {mode} image to {image.mode}", ConversionWarning, stacklevel=3)
-    return np.asarray(image), image.mode
+    return np.asarray(image), image.mode, metadata
 
 
-def join_channels(rgb, alpha, mode):
-    """Inverse of `split_channels`: a PIL image in `mode`."""
+def join_channels(rgb, alpha, mode, icc_profile=b"", exif=b""):
+    """Inverse of `split_channels`: a PIL image in `mode`, its metadata in `info` as Pillow's
+    decoders put it (EXIF behind JPEG's `Exif\\0\\0`)."""
     image = Image.fromarray(rgb, "RGB")
     if mode in ("L", "LA"):
         image = image.convert("L")
     if alpha is not None:
         image.putalpha(Image.fromarray(alpha, "L"))
+    if icc_profile:
+        image.info["icc_profile"] = icc_profile
+    if exif:
+        image.info["exif"] = EXIF_PREFIX + exif
     return image
 
 
@@ -102,7 +113,8 @@ def encode_image(image, extension):
         warnings.warn("JPEG has no alpha channel: alpha dropped", ConversionWarning, stacklevel=2)
     out = io.BytesIO()
     try:
-        image.save(out, format=fmt)
+        image.save(out, format=fmt, **{key: image.info[key] for key in ("icc_profile", "exif")
+                                       if key in image.info})
     except Exception as error:
         raise CodecError(f"cannot write {fmt}: {error}") from None
     return out.getvalue()

@@ -1,0 +1,105 @@
+"""Rate control: the search on a synthetic probe (every edge case, instantly), then the real
+targets on a Kodak crop."""
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import vaecodec
+from vaecodec import rate
+from vaecodec.bitstream import Bitstream
+from vaecodec.errors import TargetWarning
+
+from conftest import SAMPLE, psnr
+
+
+def probe_of(curve):
+    """A probe whose result is curve(quality) and whose 'file' is the quality it was made at."""
+    calls = []
+
+    def probe(quality):
+        calls.append(quality)
+        return quality, curve(quality)
+
+    return probe, calls
+
+
+def exponential(quality):
+    return 0.1 * 1.03 ** quality  # 0.13 … 1.92, like bpp
+
+
+@pytest.mark.parametrize("kind,value", [("bpp", 0.5), ("psnr", 0.5), ("bytes", 0.5)])
+def test_search_lands_within_the_promise_in_few_probes(kind, value):
+    probe, calls = probe_of(exponential)
+    _, quality = rate.search(probe, rate.Target(kind, value))
+    low, high = rate.Target(kind, value).bounds()
+    assert low <= exponential(quality) <= high
+    assert len(calls) <= 14 and all(1 <= q <= 100 for q in calls)
+
+
+def test_budget_is_never_exceeded_when_it_can_be_kept():
+    def steps(quality):  # big jumps: nothing lands within 5 % under the budget
+        return 100.0 * (1 + quality // 10)
+
+    probe, _ = probe_of(steps)
+    with pytest.warns(TargetWarning, match="missed"):
+        _, quality = rate.search(probe, rate.Target("bytes", 450))
+    assert steps(quality) == 400
+
+
+@pytest.mark.parametrize("value,quality,message", [
+    (0.01, 1, "out of reach: quality 1 gives 0.1030 bpp"),
+    (5.0, 100, "out of reach: quality 100 gives 1.9219 bpp"),
+])
+def test_out_of_reach_gives_the_nearest_file_and_says_so(value, quality, message):
+    probe, _ = probe_of(exponential)
+    with pytest.warns(TargetWarning, match=message):
+        assert rate.search(probe, rate.Target("bpp", value)) == (quality, quality)
+    with pytest.raises(vaecodec.CodecError, match=message):
+        rate.search(probe, rate.Target("bpp", value), strict=True)
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf")])
+def test_nonsense_targets_are_refused(value):
+    with pytest.raises(vaecodec.CodecError, match="must be a positive number"):
+        rate.Target("bpp", value)
+
+
+@pytest.fixture(scope="module")
+def kodak():
+    """A quarter of the Kodak crop (192×128): small enough for a quick search."""
+    with Image.open(SAMPLE) as image:
+        return image.convert("RGB").crop((96, 64, 288, 192))
+
+
+def test_target_bpp_on_a_kodak_image(kodak):
+    data = vaecodec.compress(kodak, target_bpp=0.6)
+    assert 8 * len(data) / (kodak.width * kodak.height) == pytest.approx(0.6, rel=0.03)
+
+
+def test_max_bytes_on_a_kodak_image(kodak):
+    data = vaecodec.compress(kodak, max_bytes=2000)
+    assert 1900 <= len(data) <= 2000
+
+
+def test_target_psnr(photo):
+    data = vaecodec.compress(photo, target_psnr=31)
+    assert psnr(photo, vaecodec.decompress(data)) == pytest.approx(31, abs=0.1)
+
+
+def test_unreachable_target_keeps_the_smallest_file(photo):
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        data = vaecodec.compress(photo.crop((0, 0, 32, 32)), max_bytes=50)
+    assert Bitstream.from_bytes(data).quality == 1
+    assert [str(n.message) for n in notes if n.category is TargetWarning] == [
+        f"a budget of 50 bytes is out of reach: quality 1 gives {len(data)} bytes; kept that file"]
+
+
+def test_one_target_at_a_time(photo):
+    with pytest.raises(vaecodec.CodecError, match="at most one of"):
+        vaecodec.compress(photo, quality=50, target_bpp=1)
+    with pytest.raises(vaecodec.CodecError, match="at most one of"):
+        vaecodec.compress(np.zeros((8, 8), np.uint8), target_psnr=30, max_bytes=1000)

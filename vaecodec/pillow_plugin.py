@@ -1,0 +1,69 @@
+"""Pillow plugin for `.vae` files, registered on `import vaecodec` as Pillow registers its own
+formats: `Image.open("x.vae")` reads the header (size, mode, ICC profile, EXIF) and decodes the
+pixels only when they are needed; `image.save("x.vae", quality=60)` encodes, and takes the keyword
+arguments of `vaecodec.compress` (target_bpp, target_psnr, max_bytes, strict, strip).
+
+Only the container is parsed on open, so this module does not import torch.
+"""
+
+import io
+
+from PIL import Image, ImageFile
+
+from .bitstream import MAGIC, Bitstream
+from .images import EXIF_PREFIX
+
+FORMAT = "VAE"
+MIME_TYPE = "image/x-vae"
+_SAVE_OPTIONS = ("quality", "target_bpp", "target_psnr", "max_bytes", "strict", "strip")
+
+
+def _accept(prefix):
+    return prefix[:len(MAGIC)] == MAGIC
+
+
+class VaeImageFile(ImageFile.ImageFile):
+    """A `.vae` file opened by Pillow: the whole container is read and checked (CRC included) on
+    open; the pixels are decoded on `load()`."""
+
+    format = FORMAT
+    format_description = "vaecodec learned image codec"
+
+    def _open(self):
+        self._stream = Bitstream.from_bytes(self.fp.read())
+        self._size = (self._stream.width, self._stream.height)
+        self._mode = self._stream.mode
+        if self._stream.icc_profile:
+            self.info["icc_profile"] = self._stream.icc_profile
+        if self._stream.exif:
+            self.info["exif"] = EXIF_PREFIX + self._stream.exif
+        self.tile = []
+
+    def load(self):
+        if self._stream is not None:
+            from .codec import decode  # torch: only once pixels are wanted
+
+            pixels = decode(self._stream).tobytes()
+            self._stream = None
+            if self.fp and self._exclusive_fp:
+                self.fp.close()
+            self.fp = io.BytesIO(pixels)
+            self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, self.mode)]
+        return super().load()
+
+
+def _save(image, fp, filename):
+    from .codec import compress
+
+    options = image.encoderinfo
+    overrides = {key: options[key] for key in ("icc_profile", "exif") if key in options}
+    if overrides:  # Pillow's convention: save(…, icc_profile=…, exif=…) replaces the image's own
+        image = image.copy()
+        image.info.update(overrides)
+    fp.write(compress(image, **{key: options[key] for key in _SAVE_OPTIONS if key in options}))
+
+
+Image.register_open(FORMAT, VaeImageFile, _accept)
+Image.register_save(FORMAT, _save)
+Image.register_extension(FORMAT, ".vae")
+Image.register_mime(FORMAT, MIME_TYPE)
