@@ -202,3 +202,107 @@ def test_output_folder_that_cannot_be_created(folder):
     result = run("compress", folder, "-o", folder / "a.png" / "sub")
     assert result.exit_code == 2 and "cannot create" in result.output
     assert "Traceback" not in result.output
+
+
+def test_target_bpp_and_verbose(folder):
+    result = run("compress", folder / "a.png", "--target-bpp", 0.5, "-v")
+    assert result.exit_code == 0
+    size = (folder / "a.vae").stat().st_size
+    assert 8 * size / (128 * 96) == pytest.approx(0.5, rel=0.03)
+    quality = Bitstream.from_bytes((folder / "a.vae").read_bytes()).quality
+    assert f"a.png: {size} bytes, {8 * size / (128 * 96):.4f} bpp, quality {quality:g}" \
+        in result.stderr
+
+
+def test_unreachable_budget_notes_or_fails_under_strict(folder):
+    Image.open(folder / "a.png").crop((0, 0, 16, 16)).save(folder / "tiny.png")
+    result = run("compress", folder / "tiny.png", "--max-bytes", 50)
+    assert result.exit_code == 0 and "note:" in result.stderr and "out of reach" in result.stderr
+    assert Bitstream.from_bytes((folder / "tiny.vae").read_bytes()).quality == 1
+    result = run("compress", folder / "tiny.png", "--max-bytes", 50, "--strict", "-f")
+    assert_one_line_error(result, "a budget of 50 bytes is out of reach")
+
+
+def test_quiet_shows_errors_only(folder):
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8), "CMYK").save(folder / "c.tif")
+    (folder / "bad.png").write_bytes(b"not an image")
+    result = run("compress", folder, "-o", folder / "out", "--quiet")
+    assert_one_line_error(result, "bad.png")
+    assert result.stderr.count("\n") == 1
+
+
+def test_quality_and_target_together_is_a_usage_error(folder):
+    result = run("compress", folder / "a.png", "-q", 50, "--target-psnr", 30)
+    assert result.exit_code == 2 and "only one of -q/--quality and --target-psnr" in result.stderr
+
+
+def test_metadata_survives_the_command_line(folder):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.open(folder / "a.png").save(folder / "m.png", icc_profile=icc)
+    assert run("compress", folder / "m.png").exit_code == 0
+    assert run("decompress", folder / "m.vae", "-o", folder / "back.jpg").exit_code == 0
+    assert Image.open(folder / "back.jpg").info["icc_profile"] == icc
+    assert run("compress", folder / "m.png", "--strip", "-o", folder / "s.vae").exit_code == 0
+    assert Bitstream.from_bytes((folder / "s.vae").read_bytes()).icc_profile == b""
+
+
+def test_info_json_is_one_object_per_file(folder):
+    import json
+
+    run("compress", folder / "a.png", "-q", 33)
+    run("compress", folder / "b.jpg", "-q", 50)
+    result = run("info", "--json", folder / "a.vae", folder / "b.vae")
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first == {"file": str(folder / "a.vae"), "format_version": 4, "width": 128,
+                     "height": 96, "mode": "RGB", "quality": 33.0,
+                     "bytes": (folder / "a.vae").stat().st_size,
+                     "bpp": round(8 * (folder / "a.vae").stat().st_size / (128 * 96), 6),
+                     "model_id": first["model_id"], "icc_profile_bytes": 0, "exif_bytes": 0}
+    assert second["mode"] == "L" and second["quality"] == 50
+
+
+def test_compare_writes_a_captioned_picture(folder):
+    run("compress", folder / "a.png", "-q", 50)
+    result = run("compare", folder / "a.png", folder / "a.vae", "-o", folder / "side.png")
+    assert result.exit_code == 0
+    side = Image.open(folder / "side.png")
+    assert side.width == 3 * 128 + 2 * 6 and side.height > 96
+    assert_one_line_error(run("compare", folder / "a.png", folder / "a.vae", "-o",
+                              folder / "side.png"), "exists")
+    result = run("compare", folder / "a.png", folder / "a.vae", "-o", folder / "crop.png",
+                 "--crop", "10,10,64,32")
+    assert result.exit_code == 0 and Image.open(folder / "crop.png").width == 3 * 64 + 2 * 6
+    assert_one_line_error(run("compare", folder / "a.png", folder / "a.vae", "-o",
+                              folder / "bad.png", "--crop", "100,0,64,32"), "does not fit")
+    (folder / "small.png").write_bytes((folder / "a.png").read_bytes())
+    Image.open(folder / "a.png").crop((0, 0, 64, 64)).save(folder / "small.png")
+    assert_one_line_error(run("compare", folder / "small.png", folder / "a.vae", "-o",
+                              folder / "odd.png"), "differ in size")
+
+
+def test_sample_draws_reproducible_images(tmp_path):
+    result = run("sample", "-n", 2, "-o", tmp_path, "--size", "64x48", "--seed", 3)
+    assert result.exit_code == 0
+    first = np.asarray(Image.open(tmp_path / "sample-1.png"))
+    assert first.shape == (48, 64, 3)
+    assert not np.array_equal(first, np.asarray(Image.open(tmp_path / "sample-2.png")))
+    assert run("sample", "-n", 1, "-o", tmp_path / "again", "--size", "64x48", "--seed",
+               3).exit_code == 0
+    assert np.array_equal(first, np.asarray(Image.open(tmp_path / "again" / "sample-1.png")))
+    assert_one_line_error(run("sample", "-n", 1, "-o", tmp_path, "--size", "64x48"), "exists")
+    assert run("sample", "-o", tmp_path, "--size", "64").exit_code == 2
+
+
+def test_no_color_is_honoured(folder, monkeypatch):
+    result = CliRunner().invoke(main, ["compress", str(folder / "missing.png")], color=True)
+    assert "\x1b[" in result.stderr
+    monkeypatch.setenv("NO_COLOR", "1")
+    result = CliRunner().invoke(main, ["compress", str(folder / "missing.png")], color=True)
+    assert "\x1b[" not in result.stderr and "error: " in result.stderr
+
+
+def test_every_command_has_examples():
+    for command in ("compress", "decompress", "info", "compare", "sample"):
+        assert "Examples:" in run(command, "--help").stdout

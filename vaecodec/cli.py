@@ -1,4 +1,4 @@
-"""The `vaecodec` command: compress, decompress, info, train, pack-images, bench.
+"""The `vaecodec` command: compress, decompress, info, compare, sample, train, pack-images, bench.
 
 Every file is handled on its own: a bad one is reported in one line on stderr and the rest are
 still processed; the exit status is 1 when anything failed. Outputs are written to a temporary
@@ -6,7 +6,9 @@ file beside the target and renamed into place, so an error or an interrupt never
 file, and an existing output is only replaced with --force.
 """
 
+import functools
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -18,9 +20,9 @@ import click
 
 from . import files
 from .bench import CODECS
-from .bitstream import MAX_PIXELS, Bitstream
-from .errors import ConversionWarning
-from .files import Failed, conversion_notes, describe
+from .bitstream import MAX_PIXELS, VERSION, Bitstream
+from .errors import CodecError, Note
+from .files import Failed, collected_notes, describe
 from .images import IMAGE_SUFFIXES
 
 STDIO = Path("-")
@@ -39,8 +41,20 @@ def _raise_on_sigterm():
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vaecodec")
 def main():
-    """vaecodec: a learned image codec (.vae files)."""
+    """vaecodec: a learned image codec (.vae files).
+
+    \b
+    Shell completion (bash; zsh and fish likewise, see the README):
+      eval "$(_VAECODEC_COMPLETE=bash_source vaecodec)"
+    """
     _raise_on_sigterm()
+
+
+def _say(tag, text):
+    """One line on stderr, its tag coloured on a terminal unless NO_COLOR is set."""
+    colour = {"error": "red", "note": "yellow"}.get(tag)
+    click.echo(click.style(f"{tag}:", fg=colour, bold=True) + f" {text}", err=True,
+               color=False if os.environ.get("NO_COLOR") else None)
 
 
 def _expand(inputs, suffixes):
@@ -129,12 +143,14 @@ def _write(target, data):
         raise
 
 
-def _run(pairs, batch, work, force):
-    """Apply `work(source, target)` to every pair, reporting failures; exit 1 if any failed."""
+def _run(pairs, batch, work, force, verbosity=0):
+    """Apply `work(source, target)` to every pair, reporting failures; exit 1 if any failed.
+    `work` returns a line saying what it did, shown with --verbose (verbosity 1); --quiet
+    (verbosity -1) shows errors only."""
     failed = 0
     items = pairs
     bar = None
-    if batch and len(pairs) > 1:
+    if batch and len(pairs) > 1 and verbosity == 0:
         bar = click.progressbar(pairs, label="vaecodec", file=sys.stderr,
                                 item_show_func=lambda p: p and p[0].name)
         items = bar.__enter__()
@@ -142,28 +158,32 @@ def _run(pairs, batch, work, force):
         for source, target in items:
             name = "<stdin>" if source == STDIO else str(source)
             try:
-                with conversion_notes() as notes:
+                with collected_notes() as notes:
                     _check_target(source, target, force)
-                    work(source, target)
+                    done = work(source, target)
                 for note in notes:
-                    click.echo(f"note: {name}: {note}", err=True)
+                    if verbosity >= 0:
+                        _say("note", f"{name}: {note}")
+                if done and verbosity > 0:
+                    click.echo(f"{name}: {done}", err=True)
             except Exception as error:  # one line, and the batch goes on
                 failed += 1
-                click.echo(f"error: {name}: {describe(error)}", err=True)
+                _say("error", f"{name}: {describe(error)}")
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    if batch and len(pairs) > 1:
+    if batch and len(pairs) > 1 and verbosity >= 0:
         click.echo(f"{len(pairs) - failed} of {len(pairs)} files done"
                    + (f", {failed} failed" if failed else ""), err=True)
     if not pairs:
-        click.echo("error: no input files found", err=True)
+        _say("error", "no input files found")
     if failed or not pairs:
         sys.exit(1)
 
 
-def _on_ray(pairs, force, address, submit):
-    """A `work` for _run that writes each file's output as it comes back from a Ray cluster.
+def _on_ray(pairs, force, address, said, submit):
+    """A `work` for _run that writes each file's output as it comes back from a Ray cluster, and
+    returns `said(output)`.
 
     The files whose output may be written (checked here, and again by _run as for a local run)
     go to the cluster as one Ray Data pipeline, `submit(cluster, paths)`: the workers read and
@@ -171,7 +191,7 @@ def _on_ray(pairs, force, address, submit):
     try:
         from . import cluster
     except ImportError:
-        click.echo("error: --ray needs Ray: pip install 'vaecodec[ray]'", err=True)
+        _say("error", "--ray needs Ray: pip install 'vaecodec[ray]'")
         sys.exit(1)
     if any(STDIO in pair for pair in pairs):
         raise click.UsageError("--ray works on files, not stdin or stdout")
@@ -187,7 +207,7 @@ def _on_ray(pairs, force, address, submit):
         try:
             cluster.connect(address)
         except Exception as error:
-            click.echo(f"error: cannot join the Ray cluster ({describe(error)})", err=True)
+            _say("error", f"cannot join the Ray cluster ({describe(error)})")
             sys.exit(1)
         rows = cluster.in_order(submit(cluster, [os.path.abspath(s) for s, _ in pairs
                                                  if s in sent]))
@@ -200,10 +220,11 @@ def _on_ray(pairs, force, address, submit):
         if row is None:
             raise Failed("the Ray cluster returned no result")
         for note in row["notes"]:
-            warnings.warn(note, ConversionWarning)
+            warnings.warn(note, Note)
         if row["error"] is not None:
             raise Failed(row["error"])
         _write(target, row["output"])
+        return said(row["output"])
 
     return work
 
@@ -224,24 +245,73 @@ def _ray_options(command):
                              "a local one); needs pip install 'vaecodec[ray]'.")(command)
 
 
+def _verbosity(command):
+    """-v/--verbose and --quiet, given to the command as `verbosity`: 1, 0 or -1."""
+    @functools.wraps(command)
+    def with_verbosity(*args, verbose, quiet, **kwargs):
+        return command(*args, verbosity=1 if verbose else -1 if quiet else 0, **kwargs)
+
+    with_verbosity = click.option("--quiet", is_flag=True, help="Show errors only (no progress "
+                                  "bar, notes or summary).")(with_verbosity)
+    return click.option("-v", "--verbose", is_flag=True,
+                        help="Say what was written for each file.")(with_verbosity)
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @_output
-@click.option("-q", "--quality", type=click.FloatRange(1, 100), default=75, show_default=True,
-              help="1 (smallest) to 100 (best).")
+@click.option("-q", "--quality", type=click.FloatRange(1, 100),
+              help="1 (smallest) to 100 (best), in steps of 0.01.  [default: 75]")
+@click.option("--target-bpp", type=click.FloatRange(0, min_open=True),
+              help="Find the quality that gives this many bits per pixel (within 3 %).")
+@click.option("--target-psnr", type=click.FloatRange(0, min_open=True),
+              help="Find the quality that gives this PSNR in dB (within 0.1 dB).")
+@click.option("--max-bytes", type=click.IntRange(min=1),
+              help="Find the best quality that fits in this many bytes (and no more than 5 % "
+                   "under).")
+@click.option("--strict", is_flag=True,
+              help="Fail, instead of keeping the nearest file, when a target is out of reach.")
+@click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF.")
 @_force
 @_max_pixels
 @_ray_options
-def compress(inputs, output, quality, force, max_pixels, use_ray, ray_address):
-    """Compress images (files or directories; - for stdin) to .vae files."""
+@_verbosity
+def compress(inputs, output, quality, target_bpp, target_psnr, max_bytes, strict, strip, force,
+             max_pixels, use_ray, ray_address, verbosity):
+    """Compress images (files or directories; - for stdin) to .vae files.
+
+    Give a quality or one target; each file of a batch is searched on its own.
+
+    \b
+    Examples:
+      vaecodec compress photo.jpg                    # photo.vae, quality 75
+      vaecodec compress photo.jpg -q 40 -o small.vae
+      vaecodec compress photos/ -o vae/ --target-bpp 0.5
+      vaecodec compress photo.png --max-bytes 20000 --strict
+      cat photo.png | vaecodec compress - > photo.vae
+    """
+    targets = {"target_bpp": target_bpp, "target_psnr": target_psnr, "max_bytes": max_bytes}
+    given = (["-q/--quality"] if quality is not None else []) + [
+        f"--{name.replace('_', '-')}" for name, value in targets.items() if value is not None]
+    if len(given) > 1:
+        raise click.UsageError(f"give only one of {' and '.join(given)}")
+    options = dict(targets, strict=strict, strip=strip, max_pixels=max_pixels)
+
+    def said(data):
+        stream = Bitstream.from_bytes(data, max_pixels=2 ** 64)
+        return (f"{len(data)} bytes, {8 * len(data) / (stream.width * stream.height):.4f} bpp, "
+                f"quality {stream.quality:g}")
+
     def work(source, target):
-        _write(target, files.compress(_read(source), quality, max_pixels))
+        data = files.compress(_read(source), quality, **options)
+        _write(target, data)
+        return said(data)
 
     pairs, batch = _plan(inputs, output, IMAGE_SUFFIXES, ".vae")
     if use_ray or ray_address:
-        work = _on_ray(pairs, force, ray_address, lambda cluster, paths: cluster.compress(
-            paths, quality, max_pixels=max_pixels))
-    _run(pairs, batch, work, force)
+        work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths: cluster.compress(
+            paths, quality, **options))
+    _run(pairs, batch, work, force, verbosity)
 
 
 @main.command()
@@ -250,35 +320,159 @@ def compress(inputs, output, quality, force, max_pixels, use_ray, ray_address):
 @_force
 @_max_pixels
 @_ray_options
-def decompress(inputs, output, force, max_pixels, use_ray, ray_address):
-    """Decompress .vae files to images (format from the output extension, PNG by default)."""
+@_verbosity
+def decompress(inputs, output, force, max_pixels, use_ray, ray_address, verbosity):
+    """Decompress .vae files to images (format from the output extension, PNG by default).
+
+    \b
+    Examples:
+      vaecodec decompress photo.vae                  # photo.png
+      vaecodec decompress photo.vae -o photo.jpg
+      vaecodec decompress vae/ -o png/
+    """
+    def said(data):
+        return f"{len(data)} bytes written"
+
     def work(source, target):
         extension = "" if target == STDIO else target.suffix
-        _write(target, files.decompress(_read(source), extension, max_pixels))
+        data = files.decompress(_read(source), extension, max_pixels)
+        _write(target, data)
+        return said(data)
 
     pairs, batch = _plan(inputs, output, (".vae",), ".png")
     if use_ray or ray_address:
         # One extension: _plan pairs one input with one output, or several with .png files.
         (extension,) = {target.suffix for _, target in pairs} or {".png"}
-        work = _on_ray(pairs, force, ray_address, lambda cluster, paths: cluster.decompress(
+        work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths: cluster.decompress(
             paths, extension, max_pixels=max_pixels))
-    _run(pairs, batch, work, force)
+    _run(pairs, batch, work, force, verbosity)
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-def info(inputs):
-    """Show the header of .vae files."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file, one per line.")
+def info(inputs, as_json):
+    """Show the header of .vae files.
+
+    \b
+    Examples:
+      vaecodec info photo.vae
+      vaecodec info --json vae/ | jq .bpp
+    """
     def work(source, _):
         data = _read(source)
-        stream = Bitstream.from_bytes(data, max_pixels=2 ** 64)
-        pixels = stream.width * stream.height
+        stream = Bitstream.from_bytes(data, max_pixels=2 ** 64, max_metadata=2 ** 64)
+        fields = {
+            "file": str(source), "format_version": VERSION, "width": stream.width,
+            "height": stream.height, "mode": stream.mode, "quality": stream.quality,
+            "bytes": len(data), "bpp": round(8 * len(data) / (stream.width * stream.height), 6),
+            "model_id": stream.model_id.hex(), "icc_profile_bytes": len(stream.icc_profile),
+            "exif_bytes": len(stream.exif)}
+        if as_json:
+            click.echo(json.dumps(fields, ensure_ascii=False))
+            return
+        metadata = ", ".join(f"{name} {size} bytes" for name, size in
+                             (("ICC profile", len(stream.icc_profile)), ("EXIF", len(stream.exif)))
+                             if size)
         click.echo(f"{source}: {stream.width}×{stream.height} {stream.mode}, "
-                   f"quality {stream.quality:g}, {len(data)} bytes, "
-                   f"{8 * len(data) / pixels:.4f} bpp, model {stream.model_id.hex()}")
+                   f"quality {stream.quality:g}, {len(data)} bytes, {fields['bpp']:.4f} bpp, "
+                   f"model {stream.model_id.hex()}" + (f", {metadata}" if metadata else ""))
 
     pairs = [(path, STDIO) for path in _expand(inputs, (".vae",))]
     _run(pairs, False, work, force=True)
+
+
+@main.command()
+@click.argument("original", type=click.Path())
+@click.argument("file", type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="The picture to write (PNG, or the format of its extension).")
+@click.option("--crop", metavar="X,Y,W,H", help="Show only this part of the images (pixels).")
+@_force
+@_max_pixels
+def compare(original, file, output, crop, force, max_pixels):
+    """Original | decoded FILE | error map, side by side, captioned with the file's bpp and the
+    PSNR and MS-SSIM of the whole decoded image.
+
+    FILE is a .vae file, or any image Pillow reads (e.g. a WebP or AVIF to set beside it).
+
+    \b
+    Examples:
+      vaecodec compare photo.png photo.vae -o side.png
+      vaecodec compare photo.png photo.vae -o detail.png --crop 200,100,256,192
+    """
+    from .compare import parse_crop, side_by_side
+    from .images import encode_image, read_image
+
+    def work(source, target):
+        reference = read_image(_read(Path(original)), max_pixels)
+        data = _read(source)
+        decoded = read_image(data, max_pixels)
+        box = parse_crop(crop, reference.size) if crop else None
+        picture = side_by_side(reference, decoded, len(data), source.name, box)
+        _write(target, encode_image(picture, target.suffix))
+
+    _run([(Path(file), Path(output))], False, work, force)
+
+
+def _size(text):
+    """'WxH' → (width, height)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+        if width >= 1 and height >= 1:
+            return width, height
+    except ValueError:
+        pass
+    raise click.BadParameter(f"expected WIDTHxHEIGHT, e.g. 512x512, got {text!r}")
+
+
+@main.command()
+@click.option("-n", "count", type=click.IntRange(min=1), default=4, show_default=True,
+              help="How many images.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), required=True,
+              help="Folder for sample-1.png, sample-2.png, …")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The same seed draws the same images.")
+@click.option("--size", default="512x512", show_default=True, callback=lambda c, p, v: _size(v),
+              help="WIDTHxHEIGHT of each image.")
+@click.option("-q", "--quality", type=click.FloatRange(1, 100), default=75, show_default=True,
+              help="The quality whose gains decode the latents.")
+@_force
+@_max_pixels
+@_verbosity
+def sample(count, output, seed, size, quality, force, max_pixels, verbosity):
+    """Draw latents from the model's learned prior and decode them: the generative use of the
+    VAE. What comes out are textures with the local statistics of photographs (edges, grain,
+    colour patches), not photographs: the prior models each latent from its neighbourhood only.
+
+    \b
+    Examples:
+      vaecodec sample -n 4 -o samples/
+      vaecodec sample -n 1 -o samples/ --seed 7 --size 768x512 -q 30
+    """
+    from .bitstream import check_size
+    from .images import encode_image
+    from .sample import sample as draw
+    from PIL import Image
+
+    try:
+        check_size(*size, max_pixels)
+    except CodecError as error:
+        raise click.BadParameter(str(error), param_hint="--size") from None
+    folder = Path(output)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.UsageError(f"cannot create {folder} ({error.strerror})") from None
+
+    def work(source, target):
+        index = int(source.name.rsplit("-", 1)[1])
+        pixels = draw(*size, quality, [seed, index])
+        _write(target, encode_image(Image.fromarray(pixels), ".png"))
+        return f"written to {target}"
+
+    pairs = [(Path(f"sample-{i}"), folder / f"sample-{i}.png") for i in range(1, count + 1)]
+    _run(pairs, count > 1, work, force, verbosity)
 
 
 @main.command()
@@ -322,7 +516,7 @@ def train(data_dir, checkpoint, export, steps, minutes, lr, decay, batch_size, c
             decay=decay, n=n, m=m, groups=groups, init=init, precision=precision,
             compile=compile_, export=export, log=lambda line: click.echo(line, err=True))
     except (ValueError, OSError) as error:
-        click.echo(f"error: {error}", err=True)
+        _say("error", str(error))
         sys.exit(1)
 
 
@@ -373,11 +567,8 @@ def bench(images_dir, out_dir, codecs, qualities, max_images):
     unknown = sorted(set(names) - set(CODECS))
     if unknown:
         raise click.UsageError(f"unknown codecs {', '.join(unknown)}; choose from {', '.join(CODECS)}")
-    needed = (["imagecodecs"] if set(names) - {"vaecodec"} else []) + ["pytorch_msssim"]
-    missing = [m for m in needed if importlib.util.find_spec(m) is None]
-    if missing:
-        click.echo(f"error: {', '.join(missing)} not installed; pip install 'vaecodec[bench]'",
-                   err=True)
+    if set(names) - {"vaecodec"} and importlib.util.find_spec("imagecodecs") is None:
+        _say("error", "imagecodecs not installed; pip install 'vaecodec[bench]'")
         sys.exit(1)
     try:
         levels = [float(q) for q in qualities.split(",")] if qualities else None
@@ -388,7 +579,7 @@ def bench(images_dir, out_dir, codecs, qualities, max_images):
                                 progress=lambda codec, image: click.echo(f"{codec} {image}",
                                                                          err=True))
     except (ValueError, OSError) as error:
-        click.echo(f"error: {error}", err=True)
+        _say("error", str(error))
         sys.exit(1)
     for name, value in summary["bd_rate_psnr"].items():
         shown = "n/a" if value is None else f"{value:+.1f} %"

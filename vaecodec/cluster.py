@@ -22,7 +22,6 @@ import ray.data
 
 from . import files, weights
 from .bitstream import MAX_PIXELS
-from .codec import DEFAULT_QUALITY
 from .errors import CodecError
 
 # Where a row's input is, first found first: file bytes (`ray.data.read_binary_files`), a decoded
@@ -30,12 +29,15 @@ from .errors import CodecError
 INPUTS = ("bytes", "image", "path")
 
 
-def compress(images, quality=DEFAULT_QUALITY, *, max_pixels=MAX_PIXELS):
+def compress(images, quality=None, *, max_pixels=MAX_PIXELS, **options):
     """A Dataset of images (or a list of image file paths) → a Dataset with the columns
-    `output` (`.vae` bytes), `error` and `notes` beside the input's other columns.
+    `output` (`.vae` bytes), `error` and `notes` beside the input's other columns. `quality`
+    (default 75) and `options` (target_bpp, target_psnr, max_bytes, strict, strip) are those of
+    `vaecodec.compress`.
 
     Rows from a list of paths keep its order when the result is iterated."""
-    return _convert(images, partial(files.compress, quality=quality, max_pixels=max_pixels))
+    return _convert(images, partial(files.compress, quality=quality, max_pixels=max_pixels,
+                                    **options))
 
 
 def decompress(streams, extension=".png", *, max_pixels=MAX_PIXELS):
@@ -88,7 +90,7 @@ def _convert_batch(batch, convert, model_id):
 def _convert_one(convert, item, model_id):
     """(output, None, notes) or (None, the one-line error, [])."""
     try:
-        with files.conversion_notes() as notes:
+        with files.collected_notes() as notes:
             loaded = weights.load()  # once per worker process, then cached
             if loaded.model_id != model_id:
                 raise CodecError(f"this worker's weights are model {loaded.model_id.hex()}, "

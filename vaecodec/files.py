@@ -6,7 +6,7 @@ import warnings
 from contextlib import contextmanager
 
 from .bitstream import MAX_PIXELS
-from .errors import CodecError, ConversionWarning
+from .errors import CodecError, Note
 
 
 class Failed(Exception):
@@ -25,13 +25,14 @@ def read(path):
         raise Failed(f"cannot read ({error.strerror})") from None
 
 
-def compress(data, quality, max_pixels=MAX_PIXELS):
-    """Image file bytes (or an H×W[×C] uint8 array) → `.vae` bytes."""
+def compress(data, quality=None, max_pixels=MAX_PIXELS, **options):
+    """Image file bytes (or an H×W[×C] uint8 array) → `.vae` bytes; `options` are
+    `codec.compress`'s (target_bpp, target_psnr, max_bytes, strict, strip)."""
     from .codec import compress as encode
     from .images import read_image
 
     image = read_image(data, max_pixels) if isinstance(data, bytes) else data
-    return encode(image, quality, max_pixels=max_pixels)
+    return encode(image, quality, max_pixels=max_pixels, **options)
 
 
 def decompress(data, extension, max_pixels=MAX_PIXELS):
@@ -44,15 +45,14 @@ def decompress(data, extension, max_pixels=MAX_PIXELS):
 
 
 @contextmanager
-def conversion_notes():
-    """Collects the ConversionWarnings raised inside as strings, in the list it yields, once the
-    block has finished without an error."""
+def collected_notes():
+    """Collects the notes (errors.Note: a conversion, a rate target out of reach) raised inside
+    as strings, in the list it yields, once the block has finished without an error."""
     notes = []
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConversionWarning)
+        warnings.simplefilter("always", Note)
         yield notes
-    notes.extend(str(note.message) for note in caught
-                 if issubclass(note.category, ConversionWarning))
+    notes.extend(str(note.message) for note in caught if issubclass(note.category, Note))
 
 
 def describe(error):
