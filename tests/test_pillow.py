@@ -47,8 +47,8 @@ def test_save_and_open_round_trip(photo, tmp_path):
 
 def test_save_takes_rate_targets(photo):
     out = io.BytesIO()
-    photo.save(out, "VAE", target_bpp=0.5)
-    assert out.getvalue() == vaecodec.compress(photo, target_bpp=0.5)
+    photo.crop((64, 32, 128, 96)).save(out, "VAE", max_bytes=300, strict=True)
+    assert 285 <= len(out.getvalue()) <= 300
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA"])
@@ -61,14 +61,14 @@ def test_modes_round_trip_through_pillow(photo, mode):
 
 
 def test_open_reads_only_the_header(tmp_path, photo):
-    """Size, mode and metadata come from the container; torch is imported for pixels only."""
+    """Size, mode and metadata come from the container, without importing torch (which the pixels
+    need: test_save_and_open_round_trip decodes them)."""
     photo.save(tmp_path / "x.vae", icc_profile=ICC)
     script = ("import sys, vaecodec; from PIL import Image; im = Image.open(sys.argv[1]); "
-              "print(im.size, im.mode, len(im.info['icc_profile']), 'torch' in sys.modules); "
-              "im.load(); print('torch' in sys.modules)")
+              "print(im.size, im.mode, len(im.info['icc_profile']), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.vae")],
-                         capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[:2] == [f"(128, 96) RGB {len(ICC)} False", "True"]
+                         capture_output=True, text=True, check=True).stdout
+    assert out == f"(128, 96) RGB {len(ICC)} False\n"
 
 
 def test_damaged_file_fails_on_open(photo):

@@ -85,8 +85,9 @@ def test_max_bytes_on_a_kodak_image(kodak):
 
 
 def test_target_psnr(photo):
-    data = vaecodec.compress(photo, target_psnr=31)
-    assert psnr(photo, vaecodec.decompress(data)) == pytest.approx(31, abs=0.1)
+    image = photo.crop((64, 32, 128, 96))
+    data = vaecodec.compress(image, target_psnr=31)
+    assert psnr(image, vaecodec.decompress(data)) == pytest.approx(31, abs=0.1)
 
 
 def test_unreachable_target_keeps_the_smallest_file(photo):

@@ -1,4 +1,5 @@
-"""The `vaecodec` command: compress, decompress, info, compare, sample, train, pack-images, bench.
+"""The `vaecodec` command: compress, decompress, info, compare, sample, train, pack-images and
+bench.
 
 Every file is handled on its own: a bad one is reported in one line on stderr and the rest are
 still processed; the exit status is 1 when anything failed. Outputs are written to a temporary
@@ -546,7 +547,7 @@ def pack_images(data_dir, output, quality):
     try:
         count = pack_training_images(data_dir, output, quality)
     except (ValueError, OSError) as error:
-        click.echo(f"error: {error}", err=True)
+        _say("error", str(error))
         sys.exit(1)
     click.echo(f"{count} images in {output}", err=True)
 
