@@ -71,6 +71,14 @@ def test_open_reads_only_the_header(tmp_path, photo):
     assert out == f"(128, 96) RGB {len(ICC)} False\n"
 
 
+def test_pixels_are_decoded_even_when_the_file_is_larger_than_them(tmp_path):
+    """A 1×1 L image with an ICC profile: Pillow must not memory-map the file as raw pixels."""
+    Image.new("L", (1, 1), 200).save(tmp_path / "dot.vae", icc_profile=ICC)
+    with Image.open(tmp_path / "dot.vae") as image:
+        assert image.getpixel((0, 0)) == vaecodec.decompress(
+            (tmp_path / "dot.vae").read_bytes()).getpixel((0, 0))
+
+
 def test_damaged_file_fails_on_open(photo):
     data = bytearray(vaecodec.compress(photo))
     data[-1] ^= 1

@@ -6,8 +6,6 @@ arguments of `vaecodec.compress` (target_bpp, target_psnr, max_bytes, strict, st
 Only the container is parsed on open, so this module does not import torch.
 """
 
-import io
-
 from PIL import Image, ImageFile
 
 from .bitstream import MAGIC, Bitstream
@@ -43,12 +41,10 @@ class VaeImageFile(ImageFile.ImageFile):
         if self._stream is not None:
             from .codec import decode  # torch: only once pixels are wanted
 
-            pixels = decode(self._stream).tobytes()
+            # The decoded image's core, not a "raw" tile: Pillow would read such a tile straight
+            # from the file (memory-mapped) whenever the file is large enough.
+            self.im = decode(self._stream).im
             self._stream = None
-            if self.fp and self._exclusive_fp:
-                self.fp.close()
-            self.fp = io.BytesIO(pixels)
-            self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, self.mode)]
         return super().load()
 
 
