@@ -98,8 +98,8 @@ class Bitstream:
 
 
 def _metadata_chunks(section):
-    """The metadata section's chunks as {tag: bytes}. Unknown tags are skipped, so that a later
-    writer can add a kind of metadata that older readers ignore; a known tag may appear once."""
+    """The metadata section's chunks as {tag: bytes}. The caller ignores tags it does not know, so
+    that a later writer can add a kind of metadata that older readers skip; a tag appears once."""
     chunks, offset = {}, 0
     while offset < len(section):
         if len(section) - offset < _CHUNK.size:
