@@ -39,12 +39,14 @@ def default_path():
 
 def upgrade(config, state_dict):
     """A model config and state dict of vaecodec ≤ 0.4 (weights format 1, checkpoints of then)
-    in today's terms: one channel group, its hyper-synthesis widths and seven λ; the context
-    under today's names. Newer ones come back as they are."""
+    in today's terms: its synthesis and hyper-synthesis widths, one channel group and seven λ;
+    the context under today's names. Newer ones come back as they are."""
     if "groups" in config:
         return config, state_dict
     m = config["m"]
-    config = {**config, "groups": [m], "hyper": [m, m * 3 // 2], "lambdas": list(LAMBDAS[:7])}
+    n = config["n"]
+    config = {**config, "synthesis": [n, n, n], "groups": [m], "hyper": [m, m * 3 // 2],
+              "lambdas": list(LAMBDAS[:7])}
     renames = {"context_prediction.": "spatial_context.0.", "entropy_parameters.": "fusion.0."}
     upgraded = {}
     for key, value in state_dict.items():
