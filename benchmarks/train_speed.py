@@ -20,8 +20,9 @@ import click
 import numpy as np
 import torch
 
+from vaecodec.compute import bf16_is_native
 from vaecodec.model import VAE
-from vaecodec.train import bf16_is_native, load_training_images, rate_distortion, train
+from vaecodec.train import load_training_images, rate_distortion, train
 
 
 def peer_rate(images, config, batch_size, crop, steps, device):

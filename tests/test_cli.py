@@ -1,9 +1,13 @@
 """The vaecodec command, driven through click's test runner."""
 
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -158,25 +162,91 @@ def test_interrupt_while_writing_leaves_nothing(folder, monkeypatch):
     assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.jpg"]
 
 
-def test_kill_gives_a_clean_exit(folder):
-    import signal
-    import subprocess
-    import sys
-    import time
-
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_kill_gives_a_clean_exit(folder, jobs):
     big = folder / "big"
     big.mkdir()
-    for i in range(8):  # several seconds of work, so that the signal lands in the middle
-        Image.open(folder / "a.png").resize((1536, 1024)).save(big / f"{i}.png")
-    process = subprocess.Popen([sys.executable, "-m", "vaecodec", "compress", str(big)],
-                               stderr=subprocess.PIPE)
-    time.sleep(1.5)
+    for i in range(4):
+        Image.open(folder / "a.png").resize((768, 512)).save(big / f"{i}.png")
+    process = subprocess.Popen([sys.executable, "-m", "vaecodec", "compress", str(big),
+                                "--jobs", str(jobs)], stderr=subprocess.PIPE)
+    assert process.stderr.readline() == b"vaecodec\n"  # the batch's label: the work has begun
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
-    if process.returncode == 0:  # finished before the signal: nothing to check
-        return
-    assert process.returncode == 1 and b"Traceback" not in stderr
-    assert not [p for p in big.iterdir() if p.name.endswith(".tmp")]
+    assert process.returncode == 1 and stderr.strip() == b"Aborted!"
+    assert not [p for p in big.iterdir() if p.suffix != ".png"]
+
+
+# Runs the command with a signal sent to itself at a chosen moment: while click is imported,
+# while the output file is being renamed into place, or once the command has finished.
+SIGNAL_AT = """
+import os, signal, sys
+moment, argv = sys.argv[1], sys.argv[2:]
+
+def kill():
+    os.kill(os.getpid(), signal.SIGTERM)
+
+if moment == "import":
+    class Finder:
+        def find_spec(self, name, path=None, target=None):
+            if name == "click":
+                kill()
+    sys.meta_path.insert(0, Finder())
+elif moment == "rename":
+    replace = os.replace
+    os.replace = lambda *args: (kill(), replace(*args))
+elif moment == "end":
+    import click
+    invoke = click.Group.invoke
+    click.Group.invoke = lambda *args: (invoke(*args), kill())[0]
+sys.argv = ["vaecodec", *argv]
+from vaecodec.__main__ import main
+main()
+"""
+
+
+@pytest.mark.parametrize("moment,written", [("import", False), ("rename", True), ("end", True)])
+def test_kill_at_any_moment_gives_one_line_and_whole_files(folder, moment, written):
+    result = subprocess.run([sys.executable, "-c", SIGNAL_AT, moment, "compress",
+                             str(folder / "a.png")], capture_output=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.strip() == b"Aborted!"
+    assert sorted(p.name for p in folder.iterdir()) == \
+        (["a.png", "a.vae", "b.jpg"] if written else ["a.png", "b.jpg"])
+    if written:  # the signal was held back until the file was complete and in place
+        assert Bitstream.from_bytes((folder / "a.vae").read_bytes()).width == 128
+
+
+def test_jobs_give_the_same_files_and_report_as_one_process(folder):
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "c.png").write_bytes((folder / "a.png").read_bytes())
+    outputs = {}
+    for jobs in (1, 2):
+        result = run("compress", folder, "-o", folder / str(jobs), "--jobs", jobs)
+        assert_one_line_error(result, "broken.png", "not a readable image")
+        assert "3 of 4 files done, 1 failed" in result.stderr
+        outputs[jobs] = {p.name: p.read_bytes() for p in (folder / str(jobs)).iterdir()}
+    assert sorted(outputs[1]) == ["a.vae", "b.vae", "c.vae"] and outputs[1] == outputs[2]
+    result = run("decompress", folder / "2", "-o", folder / "png", "--jobs", 2)
+    assert result.exit_code == 0 and Image.open(folder / "png" / "b.png").mode == "L"
+
+
+def test_existing_outputs_are_refused_before_the_workers_start(folder):
+    (folder / "out").mkdir()
+    (folder / "out" / "a.vae").write_bytes(b"keep me")
+    result = run("compress", folder, "-o", folder / "out", "--jobs", 2)
+    assert_one_line_error(result, "a.png", "exists")
+    assert (folder / "out" / "a.vae").read_bytes() == b"keep me"
+    assert (folder / "out" / "b.vae").exists()
+
+
+def test_device_option(folder):
+    result = run("compress", folder / "a.png", "--device", "tpu")
+    assert result.exit_code == 2 and "'tpu' is not one of" in result.output
+    if not torch.cuda.is_available():
+        result = run("compress", folder / "a.png", "--device", "cuda")
+        assert result.exit_code == 2 and "no CUDA device available" in result.output
+        assert not (folder / "a.vae").exists()
+    assert run("compress", folder / "a.png", "--device", "cpu", "--precision", "fp32").exit_code == 0
 
 
 def test_gigantic_png_is_refused_before_decoding(folder):

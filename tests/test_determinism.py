@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaecodec import codec, weights
+from vaecodec import codec, compute, weights
 
 from conftest import SAMPLE
 
@@ -44,11 +44,13 @@ def test_channels_last_transforms_match_plain_ones(photo):
     for transform in (plain.model.analysis, plain.model.synthesis):
         transform.to(memory_format=torch.contiguous_format)
     rgb = np.asarray(photo)
-    y_fast, y_plain = (codec.at_quality(c, codec.analyse(c, rgb), 60)[0] for c in (loaded, plain))
+    fast_fp32, plain_fp32 = (compute.transforms(c.model, "cpu", "fp32") for c in (loaded, plain))
+    y_fast, y_plain = (codec.at_quality(c, codec.analyse(c, rgb, t), 60)[0]
+                       for c, t in ((loaded, fast_fp32), (plain, plain_fp32)))
     assert torch.allclose(y_fast, y_plain, rtol=0, atol=1e-4)
     _, s, mean, _, _ = codec.latents(loaded, rgb, 60)
-    fast = codec.pixels(loaded, s, mean, 60, rgb.shape[1], rgb.shape[0]).astype(int)
-    slow = codec.pixels(plain, s, mean, 60, rgb.shape[1], rgb.shape[0]).astype(int)
+    fast = codec.pixels(loaded, s, mean, 60, rgb.shape[1], rgb.shape[0], fast_fp32).astype(int)
+    slow = codec.pixels(plain, s, mean, 60, rgb.shape[1], rgb.shape[0], plain_fp32).astype(int)
     assert np.abs(fast - slow).max() <= 1
 
 

@@ -10,12 +10,12 @@ import torch
 from vaecodec import codec, weights
 
 
-def synthesize(loaded, rgb, quality, dtype, autocast=False):
+def synthesize(loaded, rgb, quality, dtype):
     _, s, mean, _, _ = codec.latents(loaded, rgb, quality)
     model = copy.deepcopy(loaded.model).to(dtype)
     _, inverse_gain = model.gains(model.position(quality))
     y_hat = (torch.from_numpy(s).double() + mean).to(dtype)
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+    with torch.no_grad():
         x_hat = model.synthesis(y_hat * inverse_gain.to(dtype)).float()
     h, w = rgb.shape[:2]
     return x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
@@ -24,11 +24,13 @@ def synthesize(loaded, rgb, quality, dtype, autocast=False):
 def test_precision_paths_differ_by_at_most_a_level(photo):
     loaded = weights.load()
     rgb = np.asarray(photo)
-    decoded = np.asarray(codec.decompress(codec.compress(photo, 60))).astype(np.float64)
+    data = codec.compress(photo, 60)
     float64 = synthesize(loaded, rgb, 60, torch.float64)
-    bfloat16 = synthesize(loaded, rgb, 60, torch.float32, autocast=True)
-    assert np.abs(decoded - float64).max() <= 1
-    assert np.mean(decoded != float64) < 0.01
-    # bf16 keeps 8 bits of mantissa: pixels move a few levels, the picture stays the same.
-    assert np.abs(decoded - bfloat16).mean() < 1.5
-
+    decoded = {precision: np.asarray(codec.decompress(data, precision=precision)).astype(float)
+               for precision in ("fp32", "bf16")}
+    assert np.abs(decoded["fp32"] - float64).max() <= 1
+    assert np.mean(decoded["fp32"] != float64) < 0.01
+    # bf16 keeps 8 bits of mantissa; with the first and last layers in fp32 (compute.py) that
+    # moves some pixels by a level, where bf16 throughout moves them by two.
+    assert np.abs(decoded["bf16"] - float64).max() <= 1
+    assert np.mean(decoded["bf16"] != float64) < 0.25

@@ -11,7 +11,6 @@ import functools
 import importlib.util
 import json
 import os
-import signal
 import sys
 import tempfile
 import warnings
@@ -19,24 +18,17 @@ from pathlib import Path
 
 import click
 
-from . import files
+from . import files, workers
 from .bench import CODECS
 from .bitstream import MAX_PIXELS, VERSION, Bitstream
 from .errors import CodecError, Note
 from .files import Failed, collected_notes, describe
 from .images import IMAGE_SUFFIXES
+from .interrupts import shielded
 
 STDIO = Path("-")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-
-
-def _raise_on_sigterm():
-    """Turn `kill` into an exception, so the temporary file is removed on the way out."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +40,6 @@ def main():
     Shell completion (bash; zsh and fish likewise, see the README):
       eval "$(_VAECODEC_COMPLETE=bash_source vaecodec)"
     """
-    _raise_on_sigterm()
 
 
 def _say(tag, text):
@@ -123,25 +114,27 @@ def _check_target(source, target, force):
 
 
 def _write(target, data):
-    """Write atomically: a temporary file in the target's directory, then a rename."""
+    """Write atomically: a temporary file in the target's directory, then a rename. Shielded from
+    signals, so that a kill meanwhile takes effect once the file is in place."""
     if target == STDIO:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as error:
-        raise Failed(f"cannot write {target} ({error.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, target)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
+    with shielded():
+        try:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        except OSError as error:
             raise Failed(f"cannot write {target} ({error.strerror})") from None
-        raise
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+            os.replace(tmp, target)
+        except BaseException as error:
+            Path(tmp).unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise Failed(f"cannot write {target} ({error.strerror})") from None
+            raise
 
 
 def _run(pairs, batch, work, force, verbosity=0):
@@ -182,20 +175,13 @@ def _run(pairs, batch, work, force, verbosity=0):
         sys.exit(1)
 
 
-def _on_ray(pairs, force, address, said, submit):
-    """A `work` for _run that writes each file's output as it comes back from a Ray cluster, and
-    returns `said(output)`.
+def _from_rows(pairs, force, said, start):
+    """A `work` for _run that writes each file's output as it comes back from elsewhere (a Ray
+    cluster, worker processes), and returns `said(output)`.
 
     The files whose output may be written (checked here, and again by _run as for a local run)
-    go to the cluster as one Ray Data pipeline, `submit(cluster, paths)`: the workers read and
-    convert them, and the results come back in order."""
-    try:
-        from . import cluster
-    except ImportError:
-        _say("error", "--ray needs Ray: pip install 'vaecodec[ray]'")
-        sys.exit(1)
-    if any(STDIO in pair for pair in pairs):
-        raise click.UsageError("--ray works on files, not stdin or stdout")
+    are sent at once, `start(paths)`, which gives back their rows (path, output, notes, error)
+    in order."""
     sent = set()
     for source, target in pairs:
         try:
@@ -203,15 +189,7 @@ def _on_ray(pairs, force, address, said, submit):
             sent.add(source)
         except Failed:
             pass  # _run reports it
-    rows = iter(())
-    if sent:
-        try:
-            cluster.connect(address)
-        except Exception as error:
-            _say("error", f"cannot join the Ray cluster ({describe(error)})")
-            sys.exit(1)
-        rows = cluster.in_order(submit(cluster, [os.path.abspath(s) for s, _ in pairs
-                                                 if s in sent]))
+    rows = start([os.path.abspath(s) for s, _ in pairs if s in sent]) if sent else iter(())
 
     def work(source, target):
         if source not in sent:
@@ -219,7 +197,7 @@ def _on_ray(pairs, force, address, said, submit):
         path = os.path.abspath(source)
         row = next((row for row in rows if row["path"] == path), None)
         if row is None:
-            raise Failed("the Ray cluster returned no result")
+            raise Failed("no result came back for it")
         for note in row["notes"]:
             warnings.warn(note, Note)
         if row["error"] is not None:
@@ -230,11 +208,67 @@ def _on_ray(pairs, force, address, said, submit):
     return work
 
 
+def _on_ray(pairs, force, address, said, submit):
+    """A `work` for _run whose files are read and converted on a Ray cluster, as one Ray Data
+    pipeline, `submit(cluster, paths)`; the results are written here."""
+    try:
+        from . import cluster
+    except ImportError:
+        _say("error", "--ray needs Ray: pip install 'vaecodec[ray]'")
+        sys.exit(1)
+    if any(STDIO in pair for pair in pairs):
+        raise click.UsageError("--ray works on files, not stdin or stdout")
+
+    def start(paths):
+        try:
+            cluster.connect(address)
+        except Exception as error:
+            _say("error", f"cannot join the Ray cluster ({describe(error)})")
+            sys.exit(1)
+        return cluster.in_order(submit(cluster, paths))
+
+    return _from_rows(pairs, force, said, start)
+
+
+def _in_workers(pairs, force, said, convert, map_in_workers):
+    """A `work` for _run whose files are read and converted by worker processes (workers.py),
+    ahead of the writing here."""
+    return _from_rows(pairs, force, said, lambda paths: map_in_workers(
+        functools.partial(files.converted, convert), paths))
+
+
 _max_pixels = click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
                            show_default=True, help="Refuse images with more pixels than this.")
 _force = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
 _output = click.option("-o", "--output", type=click.Path(),
                        help="Output file, or directory when there are several inputs.")
+
+
+def _local_options(command):
+    """--jobs, --device and --precision: how the files are converted on this machine."""
+    command = click.option(
+        "--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+        show_default=True, help="Arithmetic of the transforms' inner layers; auto: bf16 where "
+                                "the hardware runs it natively.")(command)
+    command = click.option(
+        "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+        show_default=True, callback=_check_device,
+        help="Where the transforms run (auto: CUDA when available); the prior that selects the "
+             "coding tables always runs exactly on the CPU.")(command)
+    return click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                        help="Files converted at once, each in a worker process (e.g. one per "
+                             "core).")(command)
+
+
+def _check_device(context, parameter, device):
+    """A device that is not there is a usage error, before any work."""
+    from .compute import pick_device
+
+    try:
+        pick_device(device)
+    except CodecError as error:
+        raise click.BadParameter(str(error)) from None
+    return device
 
 
 def _ray_options(command):
@@ -275,10 +309,11 @@ def _verbosity(command):
 @click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF.")
 @_force
 @_max_pixels
+@_local_options
 @_ray_options
 @_verbosity
 def compress(inputs, output, quality, target_bpp, target_psnr, max_bytes, strict, strip, force,
-             max_pixels, use_ray, ray_address, verbosity):
+             max_pixels, jobs, device, precision, use_ray, ray_address, verbosity):
     """Compress images (files or directories; - for stdin) to .vae files.
 
     Give a quality or one target; each file of a batch is searched on its own.
@@ -296,7 +331,8 @@ def compress(inputs, output, quality, target_bpp, target_psnr, max_bytes, strict
         f"--{name.replace('_', '-')}" for name, value in targets.items() if value is not None]
     if len(given) > 1:
         raise click.UsageError(f"give only one of {' and '.join(given)}")
-    options = dict(targets, strict=strict, strip=strip, max_pixels=max_pixels)
+    options = dict(targets, strict=strict, strip=strip, max_pixels=max_pixels, device=device,
+                   precision=precision)
 
     def said(data):
         stream = Bitstream.from_bytes(data, max_pixels=2 ** 64)
@@ -309,10 +345,14 @@ def compress(inputs, output, quality, target_bpp, target_psnr, max_bytes, strict
         return said(data)
 
     pairs, batch = _plan(inputs, output, IMAGE_SUFFIXES, ".vae")
-    if use_ray or ray_address:
-        work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths: cluster.compress(
-            paths, quality, **options))
-    _run(pairs, batch, work, force, verbosity)
+    with workers.pool(jobs) as map_in_workers:
+        if use_ray or ray_address:
+            work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
+                           cluster.compress(paths, quality, **options))
+        elif jobs > 1 and len(pairs) > 1 and not any(STDIO in pair for pair in pairs):
+            convert = functools.partial(files.compress, quality=quality, **options)
+            work = _in_workers(pairs, force, said, convert, map_in_workers)
+        _run(pairs, batch, work, force, verbosity)
 
 
 @main.command()
@@ -320,9 +360,11 @@ def compress(inputs, output, quality, target_bpp, target_psnr, max_bytes, strict
 @_output
 @_force
 @_max_pixels
+@_local_options
 @_ray_options
 @_verbosity
-def decompress(inputs, output, force, max_pixels, use_ray, ray_address, verbosity):
+def decompress(inputs, output, force, max_pixels, jobs, device, precision, use_ray, ray_address,
+               verbosity):
     """Decompress .vae files to images (format from the output extension, PNG by default).
 
     \b
@@ -334,19 +376,25 @@ def decompress(inputs, output, force, max_pixels, use_ray, ray_address, verbosit
     def said(data):
         return f"{len(data)} bytes written"
 
+    options = dict(max_pixels=max_pixels, device=device, precision=precision)
+
     def work(source, target):
         extension = "" if target == STDIO else target.suffix
-        data = files.decompress(_read(source), extension, max_pixels)
+        data = files.decompress(_read(source), extension, **options)
         _write(target, data)
         return said(data)
 
     pairs, batch = _plan(inputs, output, (".vae",), ".png")
-    if use_ray or ray_address:
-        # One extension: _plan pairs one input with one output, or several with .png files.
-        (extension,) = {target.suffix for _, target in pairs} or {".png"}
-        work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths: cluster.decompress(
-            paths, extension, max_pixels=max_pixels))
-    _run(pairs, batch, work, force, verbosity)
+    # One extension: _plan pairs one input with one output, or several with .png files.
+    (extension,) = {target.suffix for _, target in pairs} or {".png"}
+    with workers.pool(jobs) as map_in_workers:
+        if use_ray or ray_address:
+            work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
+                           cluster.decompress(paths, extension, max_pixels=max_pixels))
+        elif jobs > 1 and len(pairs) > 1 and not any(STDIO in pair for pair in pairs):
+            convert = functools.partial(files.decompress, extension=extension, **options)
+            work = _in_workers(pairs, force, said, convert, map_in_workers)
+        _run(pairs, batch, work, force, verbosity)
 
 
 @main.command()

@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 import torch
 
-from . import entropy, images, rate, weights
+from . import compute, entropy, images, rate, weights
 from .bench import psnr
 from .bitstream import MAX_METADATA, MAX_PIXELS, STRIDE, Bitstream, quality_code
 from .errors import CodecError
@@ -31,18 +31,15 @@ from .tiles import by_tiles
 DEFAULT_QUALITY = 75
 
 
-def analyse(codec, rgb):
+def analyse(codec, rgb, transforms=None):
     """An H×W×3 uint8 image → the analysis transform's output before the gain (float32). It does
     not depend on the quality, so rate control computes it once and tries qualities on it."""
+    transforms = transforms or compute.transforms(codec.model)
     height, width = rgb.shape[:2]
     padded = np.pad(rgb, ((0, -height % STRIDE), (0, -width % STRIDE), (0, 0)), mode="edge")
-
-    def analysis(tile):
-        return codec.model.analysis(tile.float().div_(255))
-
     with torch.no_grad():
-        return by_tiles(analysis, torch.from_numpy(padded).permute(2, 0, 1)[None], Y_CELL, 1,
-                        Y_CELL)
+        return by_tiles(transforms.analysis, torch.from_numpy(padded).permute(2, 0, 1)[None],
+                        Y_CELL, 1, Y_CELL)
 
 
 def at_quality(codec, features, quality):
@@ -92,7 +89,8 @@ def code_latents(codec, y, z):
     coder = entropy.Encoder(codec.y_tables)
 
     def residuals(where, mean, table):
-        s = torch.round(y - mean).numpy().astype(np.int64)[where]
+        # Only the elements of this pass: no full-size temporaries.
+        s = np.rint(y.numpy()[where] - mean.numpy()[where]).astype(np.int64)
         coder.encode(s, table[where])
         return s
 
@@ -100,16 +98,13 @@ def code_latents(codec, y, z):
     return z, s, mean, table, coder.finish()
 
 
-def pixels(codec, s, mean, quality, width, height):
+def pixels(codec, s, mean, quality, width, height, transforms=None):
     """Synthesis from the residuals and the prior mean → H×W×3 uint8."""
+    transforms = transforms or compute.transforms(codec.model)
     _, inverse_gain = codec.model.gains(codec.model.position(quality))
-
-    def synthesis(tile):
-        x_hat = codec.model.synthesis(tile.float() * inverse_gain)
-        return x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-
     with torch.no_grad():
-        x_hat = by_tiles(synthesis, torch.from_numpy(s).double() + mean, 1, Y_CELL, Y_CELL)
+        x_hat = by_tiles(lambda tile: transforms.synthesis(tile, inverse_gain),
+                         torch.from_numpy(s).double().add_(mean), 1, Y_CELL, Y_CELL)
     return x_hat[0, :, :height, :width].permute(1, 2, 0).numpy()
 
 
@@ -120,14 +115,17 @@ def z_channel_tables(z_shape):
 
 
 def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_bytes=None,
-             strict=False, strip=False, weights_path=None, max_pixels=MAX_PIXELS):
+             strict=False, strip=False, weights_path=None, max_pixels=MAX_PIXELS, device="auto",
+             precision="auto"):
     """Compress a PIL image or H×W[×C] uint8 array to `.vae` bytes.
 
     Give at most one of: `quality` 1 (smallest) … 100 (best), default 75; `target_bpp` (bits per
     pixel of the file, within 3 %), `target_psnr` (dB over RGB, within 0.1 dB) or `max_bytes`
     (at most that, and no more than 5 % below), which search the quality (`rate.search`: out of
     reach, the nearest file and a TargetWarning; with `strict`, a CodecError). A PIL image's ICC
-    profile and EXIF are kept unless `strip`.
+    profile and EXIF are kept unless `strip`. The transforms run on `device` ('auto': CUDA
+    when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner layers where the hardware
+    does bf16 natively, 'bf16', 'fp32'); the prior always runs exactly on the CPU.
     """
     targets = [rate.Target(kind, value) for kind, value in
                (("bpp", target_bpp), ("psnr", target_psnr), ("bytes", max_bytes))
@@ -138,7 +136,8 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
         quality = quality_code(DEFAULT_QUALITY if quality is None else quality) / 100
     rgb, alpha, mode, metadata = images.split_channels(image, max_pixels)
     codec = weights.load(weights_path)
-    features = analyse(codec, rgb)
+    transforms = compute.transforms(codec.model, device, precision)
+    features = analyse(codec, rgb, transforms)
     height, width = rgb.shape[:2]
     sections = dict(
         model_id=codec.model_id, width=width, height=height, mode=mode,
@@ -162,20 +161,23 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
             return data, len(data)
         if target.kind == "bpp":
             return data, 8 * len(data) / (width * height)
-        return data, psnr(rgb, pixels(codec, s, mean, quality, width, height))
+        return data, psnr(rgb, pixels(codec, s, mean, quality, width, height, transforms))
 
     return rate.search(probe, target, strict)[0]
 
 
-def decompress(data, weights_path=None, max_pixels=MAX_PIXELS, max_metadata=MAX_METADATA):
+def decompress(data, weights_path=None, max_pixels=MAX_PIXELS, max_metadata=MAX_METADATA,
+               device="auto", precision="auto"):
     """Decode `.vae` bytes to a PIL image in the mode it was compressed from, with its ICC profile
-    and EXIF in `info` (as Pillow's decoders put them)."""
-    return decode(Bitstream.from_bytes(data, max_pixels, max_metadata), weights_path)
+    and EXIF in `info` (as Pillow's decoders put them); device and precision as for `compress`."""
+    return decode(Bitstream.from_bytes(data, max_pixels, max_metadata), weights_path, device,
+                  precision)
 
 
-def decode(stream, weights_path=None):
+def decode(stream, weights_path=None, device="auto", precision="auto"):
     """`decompress` of a parsed and checked `Bitstream`."""
     codec = weights.load(weights_path)
+    transforms = compute.transforms(codec.model, device, precision)
     if stream.model_id != codec.model_id:
         raise CodecError(f"made with model {stream.model_id.hex()}, but the loaded weights are "
                          f"{codec.model_id.hex()}; decode with the vaecodec version that made it")
@@ -183,7 +185,7 @@ def decode(stream, weights_path=None):
     z = entropy.decode(stream.z, z_channel_tables(z_shape), codec.z_tables)
     y_coder = entropy.Decoder(stream.y, codec.y_tables)
     s, mean, _ = residual_passes(codec, z, lambda where, mean, table: y_coder.decode(table[where]))
-    rgb = pixels(codec, s, mean, stream.quality, stream.width, stream.height)
+    rgb = pixels(codec, s, mean, stream.quality, stream.width, stream.height, transforms)
     alpha = _decode_alpha(stream) if "A" in stream.mode else None
     return images.join_channels(rgb, alpha, stream.mode, icc_profile=stream.icc_profile,
                                 exif=stream.exif)

@@ -4,6 +4,7 @@ make the same bytes and the same one-line messages."""
 
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 from .bitstream import MAX_PIXELS
 from .errors import CodecError, Note
@@ -27,7 +28,7 @@ def read(path):
 
 def compress(data, quality=None, max_pixels=MAX_PIXELS, **options):
     """Image file bytes (or an H×W[×C] uint8 array) → `.vae` bytes; `options` are
-    `codec.compress`'s (target_bpp, target_psnr, max_bytes, strict, strip)."""
+    `codec.compress`'s (target_bpp, target_psnr, max_bytes, strict, strip, device, precision)."""
     from .codec import compress as encode
     from .images import read_image
 
@@ -35,13 +36,24 @@ def compress(data, quality=None, max_pixels=MAX_PIXELS, **options):
     return encode(image, quality, max_pixels=max_pixels, **options)
 
 
-def decompress(data, extension, max_pixels=MAX_PIXELS):
+def decompress(data, extension, max_pixels=MAX_PIXELS, **options):
     """`.vae` bytes → image file bytes in the format of `extension` ('.png', '.jpg' …; '' is
-    PNG)."""
+    PNG); `options` are `codec.decompress`'s (device, precision)."""
     from .codec import decompress as decode
     from .images import encode_image
 
-    return encode_image(decode(data, max_pixels=max_pixels), extension)
+    return encode_image(decode(data, max_pixels=max_pixels, **options), extension)
+
+
+def converted(convert, path):
+    """The file at `path` converted, as a worker process (--jobs) gives it back: its path, the
+    output (None when it failed), its notes and its one-line error (None when it did not)."""
+    try:
+        with collected_notes() as notes:
+            output = convert(read(Path(path)))
+        return {"path": path, "output": output, "notes": notes, "error": None}
+    except Exception as error:
+        return {"path": path, "output": None, "notes": [], "error": describe(error)}
 
 
 @contextmanager

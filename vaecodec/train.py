@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from PIL import Image
 
 from . import weights
+from .compute import use_bf16
 from .images import IMAGE_SUFFIXES
 from .model import VAE
 
@@ -124,14 +125,6 @@ def learning_rate(run_step, progress, peak, decay=0.2, warmup=500):
     return peak / 20 + (peak - peak / 20) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def bf16_is_native(device):
-    """Whether bf16 convolutions run natively here (CUDA, or a CPU with AVX512-BF16 or AMX),
-    which makes a training step about twice as fast; elsewhere bf16 is emulated and slower."""
-    if device.type == "cuda":
-        return True
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def _start(checkpoint, init, config, log):
     """The model, its EMA, the optimizer state and the step to start from: the checkpoint's
     when it exists, else the weights file `init`'s (a fresh optimizer), else random weights."""
@@ -225,7 +218,7 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    bf16 = precision == "bf16" or (precision == "auto" and bf16_is_native(device))
+    bf16 = use_bf16(precision, device)
     compiled = compile == "on" or (compile == "auto" and device.type == "cuda")
     forward = ranks.wrap(model)
     forward = torch.compile(forward) if compiled else forward

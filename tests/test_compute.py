@@ -1,0 +1,46 @@
+"""Where the transforms run and in what arithmetic: the choices, and the CPU side of --device
+(no GPU here; the CUDA path differs only in where the tiles are sent)."""
+
+import numpy as np
+import pytest
+import torch
+
+from vaecodec import codec, compute, weights
+from vaecodec.errors import CodecError
+
+
+def test_unknown_device_or_precision_is_refused(photo):
+    with pytest.raises(CodecError, match="unknown device 'tpu'"):
+        codec.compress(photo, device="tpu")
+    with pytest.raises(CodecError, match="unknown precision 'fp8'"):
+        codec.compress(photo, precision="fp8")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused_and_auto_is_the_cpu():
+    with pytest.raises(CodecError, match="no CUDA device available"):
+        compute.pick_device("cuda")
+    assert compute.pick_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch, native):
+    monkeypatch.setattr(compute, "bf16_is_native", lambda device: native)
+    cpu = torch.device("cpu")
+    assert compute.use_bf16("auto", cpu) is native
+    assert compute.use_bf16("bf16", cpu) and not compute.use_bf16("fp32", cpu)
+
+
+def test_bf16_runs_in_bf16_and_files_decode_on_either_path(photo):
+    """Forced bf16 works on any CPU (emulated where not native) and really changes the
+    arithmetic; a file made on one path decodes on the other to the same picture."""
+    model = weights.load().model
+    y = torch.randn(1, model.m, 6, 8)
+    gain = torch.ones(1, model.m, 1, 1)
+    fp32, bf16 = (compute.transforms(model, "cpu", p) for p in ("fp32", "bf16"))
+    assert not torch.equal(fp32.synthesis(y, gain), bf16.synthesis(y, gain))
+    for made in ("fp32", "bf16"):
+        data = codec.compress(photo, 50, precision=made)
+        pictures = [np.asarray(codec.decompress(data, precision=p)).astype(int)
+                    for p in ("fp32", "bf16")]
+        assert np.abs(pictures[0] - pictures[1]).max() <= 1

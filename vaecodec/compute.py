@@ -1,0 +1,84 @@
+"""Where the big transforms run and in what arithmetic: CPU or CUDA, fp32 or bf16.
+
+The analysis and synthesis take most of an encode or decode. Where the hardware does bf16
+natively (CUDA; a CPU with AVX512-BF16 or AMX) their inner layers run in bf16, about twice as
+fast; the first and last layer of each stay fp32, since bf16 keeps 8 bits of mantissa and those
+layers read or write what must be exact to better than that: pixels (a level is 1/255) and the
+latents that are rounded to integers. The hyper-analysis is small and stays on the CPU in fp32.
+
+The prior that selects the coding tables is not here: it runs in exact integer arithmetic on the
+CPU (prior.py), so a file decodes to the same latents whatever device or arithmetic made it or
+reads it; only the pixels may differ, by about a level.
+"""
+
+import copy
+from functools import lru_cache
+
+import torch
+
+from .errors import CodecError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def bf16_is_native(device):
+    """Whether bf16 convolutions run natively here (CUDA, or a CPU with AVX512-BF16 or AMX),
+    which makes them about twice as fast; elsewhere bf16 is emulated and slower."""
+    if device.type == "cuda":
+        return True
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def pick_device(name="auto"):
+    """'auto' (CUDA when available), 'cpu' or 'cuda' → a torch.device."""
+    if name not in DEVICES:
+        raise CodecError(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CodecError("no CUDA device available (use --device cpu or auto)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def use_bf16(precision, device):
+    """Whether to run in bf16 for a precision of 'auto', 'bf16' or 'fp32'."""
+    if precision not in PRECISIONS:
+        raise CodecError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return precision == "bf16" or (precision == "auto" and bf16_is_native(device))
+
+
+class Transforms:
+    """The analysis and synthesis of a model on one device, in one arithmetic.
+    Tiles come in and go out on the CPU (the caller stitches them there, in bounded memory)."""
+
+    def __init__(self, model, device, bf16):
+        if device.type != "cpu":
+            model = copy.deepcopy(model).to(device)
+        self.model, self.device, self.bf16 = model, device, bf16
+
+    def _layers(self, layers, x):
+        """Run a stack of layers; the inner ones in bf16 when asked."""
+        x = layers[0](x)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            for layer in layers[1:-1]:
+                x = layer(x)
+        return layers[-1](x.float())
+
+    def analysis(self, pixels):
+        """uint8 pixels [1, 3, H, W] → the analysis output (before the gain), fp32 on the CPU."""
+        x = pixels.to(self.device).float().div_(255)
+        return self._layers(self.model.analysis, x).cpu()
+
+    def synthesis(self, y_hat, inverse_gain):
+        """ŷ (float64 on the CPU) → uint8 pixels [1, 3, 16·H, 16·W] on the CPU."""
+        y_hat = y_hat.to(self.device, torch.float32) * inverse_gain.to(self.device)
+        x_hat = self._layers(self.model.synthesis, y_hat)
+        return x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8).cpu()
+
+
+@lru_cache(maxsize=8)
+def transforms(model, device="auto", precision="auto"):
+    """The Transforms of a loaded model (one copy per device, kept for the process)."""
+    device = pick_device(device)
+    return Transforms(model, device, use_bf16(precision, device))
