@@ -78,10 +78,10 @@ def residual_passes(codec, z, residuals):
     return s, mean, table
 
 
-def latents(codec, rgb, quality):
+def latents(codec, rgb, quality, transforms=None):
     """What the encoder computes for an H×W×3 uint8 image: z, the residuals s = round(y − μ), their
     means μ and tables, and the y section that codes s."""
-    return code_latents(codec, *at_quality(codec, analyse(codec, rgb), quality))
+    return code_latents(codec, *at_quality(codec, analyse(codec, rgb, transforms), quality))
 
 
 def code_latents(codec, y, z):
