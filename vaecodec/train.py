@@ -177,12 +177,20 @@ class _Ranks:
         return DistributedDataParallel(model, device_ids=[self.device] if
                                        self.device.type == "cuda" else None)
 
-    def agree(self, values, op):
-        """`values` (a tensor on the device) reduced over the ranks with `op` ("sum", "max"):
-        every rank then decides alike."""
+    def total(self, values):
+        """`values` (a tensor on the device) summed over the ranks."""
         if self.size > 1:
-            dist.all_reduce(values, {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+            dist.all_reduce(values)
         return values
+
+    def largest(self, value):
+        """The largest of every rank's `value` (a number), so that every rank decides alike;
+        with one rank, the number itself (nothing goes to the device and back)."""
+        if self.size == 1:
+            return value
+        values = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(values, dist.ReduceOp.MAX)
+        return values.item()
 
     def seed(self, *parts):
         """A seed of its own for this rank."""
@@ -214,7 +222,9 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
     model, ema, optimizer_state, step = _start(
         checkpoint, init, {"n": n, "m": m, "groups": groups, "hyper": hyper}, log)
     model.to(device, memory_format=torch.channels_last)
-    ema.to(device).requires_grad_(False)
+    # The average in the model's layout: _foreach_lerp_ takes its one-kernel path only for
+    # tensors of the same strides.
+    ema.to(device, memory_format=torch.channels_last).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -267,10 +277,9 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
         step += 1
         window_steps += 1
         if step % check_every == 0:
-            fraction = torch.tensor([(time.monotonic() - run_start) / budget], device=device)
-            elapsed = ranks.agree(fraction, "max").item()
+            elapsed = ranks.largest((time.monotonic() - run_start) / budget)
         if step % log_every == 0:
-            mean = (ranks.agree(totals, "sum") / (window_steps * ranks.size)).tolist()
+            mean = (ranks.total(totals) / (window_steps * ranks.size)).tolist()
             rate = (time.monotonic() - window_start) / window_steps
             crops_per_s = batch_size * ranks.size / rate
             log(f"step {step}  loss {mean[0]:.3f}  bpp {mean[1]:.3f}  psnr {mean[2]:.2f} dB  "
