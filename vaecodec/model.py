@@ -186,6 +186,13 @@ def context_passes(nets, groups, hyper, decide):
     return priors
 
 
+def decoded(y_hat, groups):
+    """A `decide` for context_passes that gives latents already decoded: the prior of every
+    element given all of ŷ (for the rate estimate and checks)."""
+    slices = [y_hat[:, first:end] for first, end in group_bounds(groups)]
+    return lambda k, params, anchors_only: slices[k]
+
+
 def join_groups(priors):
     """Per-group priors [mean_k, raw_k] → [all means, all raw scales], y's channel order."""
     means, raws = zip(*(params.chunk(2, dim=1) for params in priors))
@@ -270,9 +277,7 @@ class VAE(nn.Module):
 
     def prior(self, hyper, y_hat):
         """The prior's output for decoded latents `y_hat` ([B, 2M, H, W]: means, raw scales)."""
-        slices = [y_hat[:, first:end] for first, end in group_bounds(self.groups)]
-        return join_groups(context_passes(self, self.groups, hyper,
-                                          lambda k, params, anchors_only: slices[k]))
+        return join_groups(context_passes(self, self.groups, hyper, decoded(y_hat, self.groups)))
 
     def bits(self, z_hat, y_hat):
         """Bits the float prior assigns to quantized latents [1, N, h, w] and [1, M, H, W]: the

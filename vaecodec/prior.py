@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import Y_CELL, Z_CELL, context_passes, group_bounds, join_groups
+from .model import Y_CELL, Z_CELL, context_passes, decoded, join_groups
 from .tiles import by_tiles
 
 WEIGHT_BITS = 20
@@ -145,8 +145,7 @@ class ExactPrior:
 
     def prior(self, hyper, y_hat):
         """The prior of every element given all of ŷ (its teacher-forced value, for checks)."""
-        slices = [y_hat[:, first:end] for first, end in group_bounds(self.groups)]
-        return join_groups(self.passes(hyper, lambda k, params, anchors_only: slices[k]))
+        return join_groups(self.passes(hyper, decoded(y_hat, self.groups)))
 
     def split(self, params):
         """Prior output → (μ: float64 tensor [1, C, H, W], table index: int64 array, same shape)."""
