@@ -3,22 +3,35 @@
 # runs it from the repository root. Prepare here, once per session:
 #
 #   vaecodec pack-images ../shared/data/train -o .pack --quality 90     # 27 MB of JPEGs
-#   echo /.pack/ >> .git/info/exclude; echo /.whl/ >> .git/info/exclude
+#   printf '/.pack/\n/.whl/\n/.gpu_in/\n' >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#       --implementation cp --platform manylinux_2_17_x86_64 -d .whl constriction
-#   mv weights/vaecodec.pt /tmp/   # the shipped weights need not travel (64 MiB in all)
+#       --implementation cp --platform manylinux_2_17_x86_64 -d .whl constriction pytorch-msssim
+#   mv weights/vaecodec.pt /tmp/    # at most 64 MiB travel; the shipped weights need not
+#   VAECODEC_WEIGHTS=weights/candidate.pt python benchmarks/gpu_codec.py prepare \
+#       KODAK_SUBSET .gpu_in        # 4 Kodak images: 6 MB
 #
-# then run(command="bash benchmarks/gpu_window.sh MINUTES [speed]", carry=[".pack", ".whl"]).
-# It trains for MINUTES from .gpu/run.ckpt when an earlier call of the same window left one, else
-# from weights/candidate.pt (a fresh optimizer, warmed up) when it exists, else from random
-# weights; with "speed" it first measures the training loop against vaecodec 0.4's (about a
-# minute). The exported weights come back in $OUT as parts of 15 MiB (the device returns files
-# of at most 16 MiB); join them here with `cat FILES_AT/candidate.pt.part-* >
-# weights/candidate.pt`, then measure Kodak through the CLI before committing. $TRAIN_ARGS is
-# appended to the training command (a dry run on a CPU: TRAIN_ARGS="--channels 16 --latents 40
+# then run(command="bash benchmarks/gpu_window.sh SECONDS [speed]",
+# carry=[".pack", ".whl", ".gpu_in"], timeout_s=SECONDS + 20). The call ends within about
+# SECONDS: it trains for what is left after the other steps (100 s are kept for loading,
+# exporting and the codec measurement).
+#
+# Training starts from /tmp/vaecodec-window/run.ckpt when an earlier call on the same warm
+# machine left one (outside the repository: the tree is copied afresh for every call, while /tmp
+# stays, as torch.compile's cache did), else from weights/candidate.pt (a fresh optimizer, warmed
+# up) when it exists, else from random weights. $COMPILE picks its --compile (default auto);
+# $TRAIN_ARGS is appended (a dry run on a CPU: TRAIN_ARGS="--channels 16 --latents 40
 # --batch-size 2 --crop 64").
+#
+# With "speed" it first measures the training loop against vaecodec 0.4's on the 0.4 model,
+# compiled plainly and as CUDA graphs (at most 2.5 minutes). After training it measures the codec
+# (with the weights .gpu_in was prepared with) on CUDA against the CPU: benchmarks/gpu_codec.py;
+# check the returned gpu.tar here with `python benchmarks/gpu_codec.py check`.
+#
+# The exported weights come back in $OUT as parts of 15 MiB (the device returns files of at most
+# 16 MiB); join them here with `cat FILES_AT/candidate.pt.part-* > weights/candidate.pt`, then
+# measure Kodak through the CLI before committing.
 set -euo pipefail
-minutes=${1:?minutes of training}
+seconds=${1:?seconds this call may take}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -26,15 +39,23 @@ if [ -d .whl ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 if [ "${2:-}" = speed ]; then
-    python3 benchmarks/train_speed.py .pack --batch-size 32 --crop 256 --steps 200 | tee "$OUT/speed.md"
+    timeout 150 python3 benchmarks/train_speed.py .pack --model 0.4 --batch-size 32 --crop 256 \
+        --steps 200 --compile auto --compile graphs | tee "$OUT/speed.md" || true
 fi
-mkdir -p .gpu
+state=/tmp/vaecodec-window
+mkdir -p $state
 init=()
-if [ ! -f .gpu/run.ckpt ] && [ -f weights/candidate.pt ]; then
+if [ ! -f $state/run.ckpt ] && [ -f weights/candidate.pt ]; then
     init=(--init weights/candidate.pt)
 fi
-python3 -m vaecodec train .pack --checkpoint .gpu/run.ckpt "${init[@]}" --steps 10000000 \
+minutes=$(python3 -c "print(max(1, ($seconds - $SECONDS - 100) / 60))")
+python3 -m vaecodec train .pack --checkpoint $state/run.ckpt "${init[@]}" --steps 10000000 \
     --minutes "$minutes" --batch-size 32 --crop 256 --lr 2e-4 --decay 0.5 \
-    --export .gpu/candidate.pt ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log"
-split -b 15M -d .gpu/candidate.pt "$OUT/candidate.pt.part-"
+    --compile "${COMPILE:-auto}" \
+    --export $state/candidate.pt ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log"
+split -b 15M -d $state/candidate.pt "$OUT/candidate.pt.part-"
+if [ -d .gpu_in ]; then
+    [ -f weights/vaecodec.pt ] || export VAECODEC_WEIGHTS=weights/candidate.pt
+    timeout 60 python3 benchmarks/gpu_codec.py measure .gpu_in -o "$OUT/gpu.tar" || true
+fi
 ls -l "$OUT"

@@ -11,6 +11,7 @@ timed either).
 """
 
 import copy
+import math
 import re
 import tempfile
 import time
@@ -68,7 +69,7 @@ def current_rate(data, config, batch_size, crop, steps, compile):
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         train(data, Path(tmp) / "run.ckpt", steps, batch_size=batch_size, crop=crop,
-              log_every=max(steps // 2, 1), save_every=10 ** 9, compile=compile,
+              log_every=max(steps // 2, 1), save_minutes=math.inf, compile=compile,
               log=lines.append, **config)
     rates = [float(m.group(1)) for line in lines if (m := re.search(r"([\d.]+) crops/s", line))]
     return rates[-1]
@@ -81,20 +82,24 @@ def current_rate(data, config, batch_size, crop, steps, compile):
 @click.option("--steps", default=300, show_default=True, help="Steps timed per loop.")
 @click.option("--model", "models", multiple=True, default=["0.4", "2"], show_default=True,
               help="0.4: N=96, M=160, one group; 2: N=192, M=320, five groups.")
-@click.option("--compile", type=click.Choice(["auto", "on", "off"]), default="auto",
-              show_default=True)
-def main(data, batch_size, crop, steps, models, compile):
+@click.option("--compile", "modes", type=click.Choice(["auto", "on", "graphs", "off"]),
+              multiple=True, default=["auto"], show_default=True,
+              help="The current loop's --compile; repeat it to compare several in one run.")
+def main(data, batch_size, crop, steps, models, modes):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     configs = {"0.4": {"n": 96, "m": 160, "groups": (160,), "hyper": (160, 240)},
                "2": {"n": 192, "m": 320}}
     images = load_training_images(data, min_side=crop)
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
           f"torch {torch.__version__}, {batch_size}×{crop}², {steps} steps per loop")
-    print("| model | 0.4 loop crops/s | current loop crops/s | ratio |\n|---|---:|---:|---:|")
+    print("| model | 0.4 loop crops/s | --compile | current loop crops/s | ratio |\n"
+          "|---|---:|---|---:|---:|")
     for name in models:
         peer = peer_rate(images, configs[name], batch_size, crop, steps, device)
-        ours = current_rate(data, configs[name], batch_size, crop, steps, compile)
-        print(f"| {name} | {peer:.1f} | {ours:.1f} | {ours / peer:.2f}× |", flush=True)
+        for mode in modes:
+            ours = current_rate(data, configs[name], batch_size, crop, steps, mode)
+            print(f"| {name} | {peer:.1f} | {mode} | {ours:.1f} | {ours / peer:.2f}× |",
+                  flush=True)
 
 
 if __name__ == "__main__":

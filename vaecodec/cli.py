@@ -553,8 +553,9 @@ def sample(count, output, seed, size, quality, force, max_pixels, verbosity):
               show_default=True,
               help="Arithmetic of the transforms (the prior and rates are always fp32); auto: "
                    "bf16 where the hardware runs it natively.")
-@click.option("--compile", "compile_", type=click.Choice(["auto", "on", "off"]), default="auto",
-              show_default=True, help="torch.compile the training pass; auto: on CUDA.")
+@click.option("--compile", "compile_", type=click.Choice(["auto", "on", "graphs", "off"]),
+              default="auto", show_default=True,
+              help="torch.compile the training pass; auto: on CUDA; graphs: also as CUDA graphs.")
 def train(data_dir, checkpoint, export, steps, minutes, lr, decay, batch_size, crop, n, m,
           groups, init, precision, compile_):
     """Train the model on a folder of images (CUDA when available)."""

@@ -1,10 +1,13 @@
 """Where the big transforms run and in what arithmetic: CPU or CUDA, fp32 or bf16.
 
-The analysis and synthesis take most of an encode or decode. Where the hardware does bf16
-natively (CUDA; a CPU with AVX512-BF16 or AMX) their inner layers run in bf16, about twice as
-fast; the first and last layer of each stay fp32, since bf16 keeps 8 bits of mantissa and those
-layers read or write what must be exact to better than that: pixels (a level is 1/255) and the
-latents that are rounded to integers. The hyper-analysis is small and stays on the CPU in fp32.
+The analysis and synthesis take most of a CPU encode or decode. On a CPU that does bf16 natively
+(AVX512-BF16 or AMX) their inner layers run in bf16, about twice as fast; the first and last
+layer of each stay fp32, since bf16 keeps 8 bits of mantissa and those layers read or write what
+must be exact to better than that: pixels (a level is 1/255) and the latents that are rounded to
+integers. That keeps pixels within a level of exact arithmetic. On CUDA the transforms are a few
+milliseconds of a decode, so `auto` keeps them in fp32 there, TF32 off: a CUDA decode in bf16
+was 2 levels from a bf16 CPU decode of the same file (H100, benchmarks/gpu_codec.py), fp32 keeps
+both within a level of exact. The hyper-analysis is small and stays on the CPU in fp32.
 
 The prior that selects the coding tables is not here: it runs in exact integer arithmetic on the
 CPU (prior.py), so a file decodes to the same latents whatever device or arithmetic made it or
@@ -42,10 +45,17 @@ def pick_device(name="auto"):
 
 
 def use_bf16(precision, device):
-    """Whether to run in bf16 for a precision of 'auto', 'bf16' or 'fp32'."""
+    """Whether to run in bf16 for a precision of 'auto', 'bf16' or 'fp32' (training: `auto` is
+    bf16 wherever it is native)."""
     if precision not in PRECISIONS:
         raise CodecError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     return precision == "bf16" or (precision == "auto" and bf16_is_native(device))
+
+
+def codec_bf16(precision, device):
+    """`use_bf16` for compressing and decoding: `auto` is fp32 on CUDA (see above)."""
+    return use_bf16("fp32" if precision == "auto" and device.type == "cuda" else precision,
+                    device)
 
 
 class Transforms:
@@ -58,12 +68,14 @@ class Transforms:
         self.model, self.device, self.bf16 = model, device, bf16
 
     def _layers(self, layers, x):
-        """Run a stack of layers; the inner ones in bf16 when asked."""
-        x = layers[0](x)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-            for layer in layers[1:-1]:
-                x = layer(x)
-        return layers[-1](x.float())
+        """Run a stack of layers; the inner ones in bf16 when asked, fp32 in full fp32 (cuDNN
+        would otherwise round CUDA convolutions' inputs to TF32's 10 bits)."""
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            x = layers[0](x)
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+                for layer in layers[1:-1]:
+                    x = layer(x)
+            return layers[-1](x.float())
 
     def analysis(self, pixels):
         """uint8 pixels [1, 3, H, W] → the analysis output (before the gain), fp32 on the CPU."""
@@ -81,4 +93,4 @@ class Transforms:
 def transforms(model, device="auto", precision="auto"):
     """The Transforms of a loaded model (one copy per device, kept for the process)."""
     device = pick_device(device)
-    return Transforms(model, device, use_bf16(precision, device))
+    return Transforms(model, device, codec_bf16(precision, device))

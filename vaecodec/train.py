@@ -204,13 +204,15 @@ class _Ranks:
 
 def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=5e-4, decay=0.2,
           n=192, m=320, groups=None, hyper=None, init=None, precision="auto", compile="auto",
-          export=None, log_every=50, save_every=250, seed=0, log=print):
+          export=None, log_every=50, save_minutes=2.0, seed=0, log=print):
     """Train (or resume) until `steps` total steps or `minutes` of wall time, then export; return
     the trained (raw) model. A new run starts from random weights of a model with N, M, channel
     `groups` and `hyper` widths (model.VAE), or from the weights file `init` (fine-tuning).
     `compile`: torch.compile the training pass (auto: on CUDA, where it pays back its start-up
-    within a minute). Under torchrun every rank trains on `batch_size` crops of its own and rank
-    0 alone logs and writes files."""
+    within a minute; graphs: also replay it as CUDA graphs, which saves the launch of every kernel
+    where a step is too short to hide it). Under torchrun every rank trains on `batch_size` crops of its own and rank
+    0 alone logs and writes files. The checkpoint is written every `save_minutes` (checked at log
+    lines; writing it copies the weights and optimizer off the device) and at the end."""
     ranks = _Ranks()
     device = ranks.device
     if ranks.rank:
@@ -229,15 +231,18 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     bf16 = use_bf16(precision, device)
-    compiled = compile == "on" or (compile == "auto" and device.type == "cuda")
+    compiled = compile in ("on", "graphs") or (compile == "auto" and device.type == "cuda")
     forward = ranks.wrap(model)
-    forward = torch.compile(forward) if compiled else forward
+    if compiled:
+        # A pass the compiler cannot handle runs eagerly instead of ending a GPU window early.
+        torch._dynamo.config.suppress_errors = True
+        forward = torch.compile(forward, mode="reduce-overhead" if compile == "graphs" else None)
     torch.manual_seed(ranks.seed(seed, step))
     crops = Crops(load_training_images(data_dir, min_side=crop), device, ranks.seed(seed, step))
     log(f"{len(crops.short_sides)} training images, model N={model.n} M={model.m} "
         f"groups {'/'.join(map(str, model.groups))}, device {device}"
         f"{f' × {ranks.size} ranks' if ranks.size > 1 else ''}, "
-        f"{'bf16' if bf16 else 'fp32'} transforms{', compiled' if compiled else ''}")
+        f"{'bf16' if bf16 else 'fp32'} transforms{f', compiled ({compile})' if compiled else ''}")
     lambdas = torch.tensor(model.lambdas, device=device)
     parameters, averages = list(model.parameters()), list(ema.parameters())
     first_step = step
@@ -248,6 +253,7 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
     elapsed = 0.0  # fraction of the time budget, as the ranks agree on it
     totals = torch.zeros(3, device=device)  # loss, bpp, PSNR summed since the last log line
     window_start, window_steps = time.monotonic(), 0
+    last_save = window_start
 
     def save():
         if ranks.rank:
@@ -287,8 +293,9 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
                 f"{crops_per_s:.1f} crops/s")
             totals.zero_()
             window_start, window_steps = time.monotonic(), 0
-        if step % save_every == 0:
-            save()
+            if window_start - last_save > save_minutes * 60:
+                save()
+                last_save = time.monotonic()
     save()
     log(f"stopped at step {step}; checkpoint {checkpoint}")
     if export and not ranks.rank:
