@@ -233,8 +233,16 @@ def _on_ray(pairs, force, address, said, submit):
 def _in_workers(pairs, force, said, convert, map_in_workers):
     """A `work` for _run whose files are read and converted by worker processes (workers.py),
     ahead of the writing here."""
-    return _from_rows(pairs, force, said, lambda paths: map_in_workers(
-        functools.partial(files.converted, convert), paths))
+    def convert_all(paths):
+        from . import weights
+
+        try:
+            weights.load()  # here, so that forked workers start with it (workers.py)
+        except CodecError:
+            pass  # each file then says so, as without --jobs
+        return map_in_workers(functools.partial(files.converted, convert), paths)
+
+    return _from_rows(pairs, force, said, convert_all)
 
 
 _max_pixels = click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
