@@ -7,7 +7,7 @@
 `prepare` compresses each PNG in IMAGES on the CPU at quality 75 into DIR (NAME.png, NAME.vae, and
 the pixels it decodes to here and a hash of its latents: NAME.cpu.png, NAME.cpu.sha). `measure` times
 in-process compress and decompress on CUDA and on the CPU (median of 5 after a warm-up), splits
-a decode into the exact prior with the entropy decoder (always on the CPU) and the synthesis,
+a decode into the exact prior with the entropy decoder (the coder on the CPU) and the synthesis,
 decodes the CPU-made files on CUDA (the same latents, pixels within a level), and writes the
 files it made on CUDA with their decoded pixels and latents to GPU.tar; `check` decodes those on
 this CPU and compares.

@@ -261,8 +261,8 @@ def _local_options(command):
     command = click.option(
         "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
         show_default=True, callback=_check_device,
-        help="Where the transforms run (auto: CUDA when available); the prior that selects the "
-             "coding tables always runs exactly on the CPU.")(command)
+        help="Where the transforms and the prior run (auto: CUDA when available); the prior is "
+             "exact: any device decodes a file to the same latents.")(command)
     return click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                         help="Files converted at once, each in a worker process (e.g. one per "
                              "core).")(command)

@@ -52,12 +52,13 @@ def at_quality(codec, features, quality):
     return y.double(), torch.round(z).numpy().astype(np.int64)
 
 
-def residual_passes(codec, z, residuals):
+def residual_passes(codec, z, residuals, device=torch.device("cpu")):
     """The passes that encoder and decoder share: for each channel group, its anchors, then its
     other elements. `residuals(where, mean, table)` gives s at the elements `where` (a boolean
     array over y) from their means and tables (arrays over y, filled up to the current pass):
-    the encoder computes and codes them, the decoder decodes them. Returns (s, μ, table)."""
-    prior = codec.prior
+    the encoder computes and codes them, the decoder decodes them. The prior's networks run on
+    `device`, the coding on the CPU. Returns (s, μ, table)."""
+    prior = codec.prior_on(device)
     hyper = prior.hyper(z)
     shape = (1, hyper.shape[1] // 2, *hyper.shape[2:])
     s = np.zeros(shape, dtype=np.int64)
@@ -81,11 +82,13 @@ def residual_passes(codec, z, residuals):
 def latents(codec, rgb, quality, transforms=None):
     """What the encoder computes for an H×W×3 uint8 image: z, the residuals s = round(y − μ), their
     means μ and tables, and the y section that codes s."""
-    return code_latents(codec, *at_quality(codec, analyse(codec, rgb, transforms), quality))
+    transforms = transforms or compute.transforms(codec.model)
+    return code_latents(codec, *at_quality(codec, analyse(codec, rgb, transforms), quality),
+                        transforms.device)
 
 
-def code_latents(codec, y, z):
-    """`latents` from y and z."""
+def code_latents(codec, y, z, device=torch.device("cpu")):
+    """`latents` from y and z, the prior on `device`."""
     coder = entropy.Encoder(codec.y_tables)
 
     def residuals(where, mean, table):
@@ -94,7 +97,7 @@ def code_latents(codec, y, z):
         coder.encode(s, table[where])
         return s
 
-    s, mean, table = residual_passes(codec, z, residuals)
+    s, mean, table = residual_passes(codec, z, residuals, device)
     return z, s, mean, table, coder.finish()
 
 
@@ -124,8 +127,8 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     (at most that, and no more than 5 % below), which search the quality (`rate.search`: out of
     reach, the nearest file and a TargetWarning; with `strict`, a CodecError). A PIL image's ICC
     profile and EXIF are kept unless `strip`. The transforms run on `device` ('auto': CUDA
-    when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner layers where the hardware
-    does bf16 natively, 'bf16', 'fp32'); the prior always runs exactly on the CPU.
+    when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner layers on a CPU that does
+    bf16 natively, 'bf16', 'fp32'), and so does the prior, exactly: the same file on any device.
     """
     targets = [rate.Target(kind, value) for kind, value in
                (("bpp", target_bpp), ("psnr", target_psnr), ("bytes", max_bytes))
@@ -146,7 +149,8 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
 
     def encode(quality):
         """(file bytes, the residuals and their means) at this quality."""
-        z, s, mean, _, y_section = code_latents(codec, *at_quality(codec, features, quality))
+        z, s, mean, _, y_section = code_latents(codec, *at_quality(codec, features, quality),
+                                                transforms.device)
         z_section = entropy.encode(z, z_channel_tables(z.shape), codec.z_tables)
         data = Bitstream(quality=quality, z=z_section, y=y_section, **sections).to_bytes()
         return data, s, mean
@@ -184,7 +188,8 @@ def decode(stream, weights_path=None, device="auto", precision="auto"):
     z_shape = (1, codec.model.n, -(-stream.height // Z_CELL), -(-stream.width // Z_CELL))
     z = entropy.decode(stream.z, z_channel_tables(z_shape), codec.z_tables)
     y_coder = entropy.Decoder(stream.y, codec.y_tables)
-    s, mean, _ = residual_passes(codec, z, lambda where, mean, table: y_coder.decode(table[where]))
+    s, mean, _ = residual_passes(codec, z, lambda where, mean, table: y_coder.decode(table[where]),
+                                 transforms.device)
     rgb = pixels(codec, s, mean, stream.quality, stream.width, stream.height, transforms)
     alpha = _decode_alpha(stream) if "A" in stream.mode else None
     return images.join_channels(rgb, alpha, stream.mode, icc_profile=stream.icc_profile,

@@ -9,9 +9,9 @@ milliseconds of a decode, so `auto` keeps them in fp32 there, TF32 off: a CUDA d
 was 2 levels from a bf16 CPU decode of the same file (H100, benchmarks/gpu_codec.py), fp32 keeps
 both within a level of exact. The hyper-analysis is small and stays on the CPU in fp32.
 
-The prior that selects the coding tables is not here: it runs in exact integer arithmetic on the
-CPU (prior.py), so a file decodes to the same latents whatever device or arithmetic made it or
-reads it; only the pixels may differ, by about a level.
+The prior that selects the coding tables is not here: it runs on the same device in exact integer
+arithmetic (prior.py), so a file decodes to the same latents whatever device or arithmetic made it
+or reads it; only the pixels may differ, by about a level.
 """
 
 import copy

@@ -11,7 +11,8 @@ model (model.context_passes) with every network swapped for its exact version:
   2^-ACTIVATION_BITS, so every convolution multiplies and adds integers;
 - each layer clamps its input so that the sum of the absolute values of all its terms stays
   below 2^52: float64 then computes every convolution exactly, in any order, with any library,
-  and the rounding that follows is exact too;
+  on a CPU or a GPU, and the rounding that follows is exact too (cuDNN is kept out: its FFT and
+  Winograd algorithms do not add up the products themselves);
 - rescaling by powers of two, rounding and comparing are exact or correctly rounded (IEEE 754);
 - no exp or log: the table of each element comes from comparing its raw scale output with
   the integer SCALE_THRESHOLDS, not from computing σ.
@@ -19,6 +20,8 @@ model (model.context_passes) with every network swapped for its exact version:
 The mean μ comes out as a multiple of 2^-ACTIVATION_BITS, and so does every ŷ = s + μ that the
 context reads.
 """
+
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -50,17 +53,17 @@ SCALE_THRESHOLDS = (
 class _IntegerConv:
     """One convolution of the hyper-synthesis with integer weights and bias."""
 
-    def __init__(self, layer, input_bits):
+    def __init__(self, layer, input_bits, device):
         self.layer = layer
         self.input_bits = input_bits
-        weight = layer.weight.detach().double()
-        self.weight = torch.round(weight * 2.0 ** WEIGHT_BITS)
-        self.bias = torch.round(layer.bias.detach().double() * 2.0 ** (input_bits + WEIGHT_BITS))
+        weight = torch.round(layer.weight.detach().double() * 2.0 ** WEIGHT_BITS)
+        bias = torch.round(layer.bias.detach().double() * 2.0 ** (input_bits + WEIGHT_BITS))
         # Largest sum of |weights| over everything one output channel sees (every tap counted,
         # which bounds a transposed convolution's outputs too).
         out_dim = 1 if isinstance(layer, nn.ConvTranspose2d) else 0
-        l1 = self.weight.abs().sum(dim=tuple(d for d in range(4) if d != out_dim)).max().item()
-        self.input_limit = np.floor((EXACT_LIMIT - 1 - self.bias.abs().max().item()) / max(l1, 1))
+        l1 = weight.abs().sum(dim=tuple(d for d in range(4) if d != out_dim)).max().item()
+        self.input_limit = np.floor((EXACT_LIMIT - 1 - bias.abs().max().item()) / max(l1, 1))
+        self.weight, self.bias = weight.to(device), bias.to(device)
 
     def __call__(self, x):
         """Integer activations with `input_bits` fraction bits → ACTIVATION_BITS fraction bits."""
@@ -78,10 +81,10 @@ class _IntegerConv:
         return F.conv2d(x, self.weight, self.bias, layer.stride, layer.padding)
 
 
-def _non_anchors(height, width):
-    """Flat indices of a tile's non-anchors. Tiles start on even rows and columns (tiles.py), so
-    a tile's own checkerboard is the image's."""
-    return torch.nonzero(~anchors(height, width).flatten()).squeeze(1)
+def _non_anchors(x):
+    """Flat indices of the non-anchors of a tile [1, C, H, W]. Tiles start on even rows and
+    columns (tiles.py), so a tile's own checkerboard is the image's."""
+    return torch.nonzero(~anchors(*x.shape[2:], x.device).flatten()).squeeze(1)
 
 
 class _NonAnchorConv(_IntegerConv):
@@ -92,7 +95,7 @@ class _NonAnchorConv(_IntegerConv):
     def sums(self, x):
         channels, height, width = x.shape[1:]
         k, pad = self.layer.kernel_size[0], self.layer.padding[0]
-        where = _non_anchors(height, width)
+        where = _non_anchors(x)
         taps = [(i, j) for i in range(k) for j in range(k) if (i + j) % 2]
         padded = F.pad(x, (pad,) * 4)
         columns = torch.cat([padded[0, :, i:i + height, j:j + width].reshape(channels, -1)[:, where]
@@ -108,7 +111,7 @@ def _at_non_anchors(network):
     the anchors is never read (zeros there)."""
     def run(x):
         height, width = x.shape[2:]
-        where = _non_anchors(height, width)
+        where = _non_anchors(x)
         out = network(x.flatten(2)[:, :, where, None])
         total = out.new_zeros(1, out.shape[1], height * width)
         total[:, :, where] = out[..., 0]
@@ -117,14 +120,14 @@ def _at_non_anchors(network):
     return run
 
 
-def _integer_network(module, input_bits):
+def _integer_network(module, input_bits, device):
     """The exact version of a convolution or a stack of convolutions and LeakyReLUs, taking
     integers with `input_bits` fraction bits and giving integers with ACTIVATION_BITS fraction
-    bits."""
+    bits, with its weights on `device`."""
     steps = []
     for layer in module if isinstance(module, nn.Sequential) else [module]:
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-            steps.append(_IntegerConv(layer, input_bits))
+            steps.append(_IntegerConv(layer, input_bits, device))
             input_bits = ACTIVATION_BITS
         elif isinstance(layer, nn.LeakyReLU):
             slope = layer.negative_slope
@@ -149,40 +152,50 @@ class _ExactNetworks:
     """The model's prior networks, each swapped for its exact version, under the same names, so
     that model.context_passes runs unchanged over them."""
 
-    def __init__(self, model):
-        self.channel_context = [_tiled(_integer_network(net, ACTIVATION_BITS))
+    def __init__(self, model, device):
+        self.channel_context = [_tiled(_integer_network(net, ACTIVATION_BITS, device))
                                 for net in model.channel_context]
-        self.spatial_context = [_tiled(_NonAnchorConv(net, ACTIVATION_BITS))
+        self.spatial_context = [_tiled(_NonAnchorConv(net, ACTIVATION_BITS, device))
                                 for net in model.spatial_context]
-        self.fusion = [_tiled(_at_non_anchors(_integer_network(net, ACTIVATION_BITS)))
+        self.fusion = [_tiled(_at_non_anchors(_integer_network(net, ACTIVATION_BITS, device)))
                        for net in model.fusion]
+
+
+@contextmanager
+def _exactly():
+    """Where the exact networks run: without autograd, without cuDNN (see the top of this
+    file)."""
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
+        yield
 
 
 class ExactPrior:
     """The mean μ and the table index of every element of y: `hyper` from the integer
     hyper-latent z, then `passes` through the context, group by group. Both work on integers in
-    units of 2^-ACTIVATION_BITS."""
+    units of 2^-ACTIVATION_BITS, on `device` (the same integers on any)."""
 
-    def __init__(self, model):
+    def __init__(self, model, device=torch.device("cpu")):
         self.groups = model.groups
-        self._hyper = _integer_network(model.hyper_synthesis, 0)
-        self._networks = _ExactNetworks(model)
-        self.thresholds = torch.tensor(SCALE_THRESHOLDS, dtype=torch.float64)
+        self.device = device
+        self._hyper = _integer_network(model.hyper_synthesis, 0, device)
+        self._networks = _ExactNetworks(model, device)
+        self.thresholds = torch.tensor(SCALE_THRESHOLDS, dtype=torch.float64, device=device)
 
     def hyper(self, z):
         """z: int64 array [1, N, h, w] → the hyperprior's output [1, 2M, 4h, 4w]: mean and raw
         scale of every element of y."""
-        with torch.no_grad():
-            return by_tiles(self._hyper, torch.from_numpy(np.asarray(z, dtype=np.float64)),
-                            1, Z_CELL // Y_CELL, Z_CELL)
+        z = torch.from_numpy(np.asarray(z, dtype=np.float64)).to(self.device)
+        with _exactly():
+            return by_tiles(self._hyper, z, 1, Z_CELL // Y_CELL, Z_CELL)
 
     def passes(self, hyper, decide):
         """model.context_passes in exact arithmetic: `decide(k, params, anchors_only)` gets
-        group k's prior in units and returns its ŷ (float64 multiples of 2^-ACTIVATION_BITS)."""
+        group k's prior in units and returns its ŷ (float64 multiples of 2^-ACTIVATION_BITS, on
+        any device)."""
         def decide_in_units(k, params, anchors_only):
-            return decide(k, params, anchors_only) * 2.0 ** ACTIVATION_BITS
+            return decide(k, params, anchors_only).to(self.device) * 2.0 ** ACTIVATION_BITS
 
-        with torch.no_grad():
+        with _exactly():
             return context_passes(self._networks, self.groups, hyper, decide_in_units)
 
     def prior(self, hyper, y_hat):
@@ -190,7 +203,8 @@ class ExactPrior:
         return join_groups(self.passes(hyper, decoded(y_hat, self.groups)))
 
     def split(self, params):
-        """Prior output → (μ: float64 tensor [1, C, H, W], table index: int64 array, same shape)."""
+        """Prior output → (μ: float64 tensor [1, C, H, W] on the CPU, table index: int64 array,
+        same shape)."""
         mean, raw = params.chunk(2, dim=1)
         table = torch.searchsorted(self.thresholds, raw.contiguous(), right=True)
-        return mean * 2.0 ** -ACTIVATION_BITS, table.numpy().astype(np.int64)
+        return (mean * 2.0 ** -ACTIVATION_BITS).cpu(), table.cpu().numpy().astype(np.int64)
