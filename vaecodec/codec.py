@@ -43,13 +43,13 @@ def analyse(codec, rgb, transforms=None):
 
 
 def at_quality(codec, features, quality):
-    """The analysis output scaled by the quality's gain → (y as a float64 tensor, the integer
+    """The analysis output scaled by the quality's gain → (y as a float32 tensor, the integer
     hyper-latent z)."""
     gain, _ = codec.model.gains(codec.model.position(quality))
     with torch.no_grad():
         y = features * gain
         z = by_tiles(codec.model.hyper_analysis, y, Z_CELL // Y_CELL, 1, Z_CELL)
-    return y.double(), torch.round(z).numpy().astype(np.int64)
+    return y, torch.round(z).numpy().astype(np.int64)
 
 
 def residual_passes(codec, z, residuals, device=torch.device("cpu")):
@@ -63,7 +63,7 @@ def residual_passes(codec, z, residuals, device=torch.device("cpu")):
     shape = (1, hyper.shape[1] // 2, *hyper.shape[2:])
     s = np.zeros(shape, dtype=np.int64)
     mean = torch.zeros(shape, dtype=torch.float64)
-    table = np.zeros(shape, dtype=np.int64)
+    table = np.zeros(shape, dtype=np.uint8)
     mask = anchors(*shape[2:]).numpy()
     bounds = group_bounds(prior.groups)
 
@@ -92,7 +92,8 @@ def code_latents(codec, y, z, device=torch.device("cpu")):
     coder = entropy.Encoder(codec.y_tables)
 
     def residuals(where, mean, table):
-        # Only the elements of this pass: no full-size temporaries.
+        # Only the elements of this pass: no full-size temporaries. float32 y minus float64 μ is
+        # computed in float64, exactly as from y in float64.
         s = np.rint(y.numpy()[where] - mean.numpy()[where]).astype(np.int64)
         coder.encode(s, table[where])
         return s

@@ -174,13 +174,17 @@ def context_passes(nets, groups, hyper, decide):
     mean, raw = hyper.chunk(2, dim=1)
     decoded, priors = [], []
     for k, (first, end) in enumerate(group_bounds(groups)):
-        params = torch.cat([mean[:, first:end], raw[:, first:end]], dim=1)
+        # (One group covers all of y: its prior is the hyperprior as it is, no copy.)
+        params = hyper if len(groups) == 1 else torch.cat(
+            [mean[:, first:end], raw[:, first:end]], dim=1)
         if k:
             params = params + nets.channel_context[k - 1](torch.cat(decoded, dim=1))
-        anchor_hat = torch.where(mask, decide(k, params, True), 0)
-        spatial = nets.spatial_context[k](anchor_hat)
-        refined = params + nets.fusion[k](torch.cat([params, spatial], dim=1))
-        params = torch.where(mask, params, refined)
+        # Nested, so that each full-size intermediate is freed once used (a 24 MP image's prior
+        # takes hundreds of MB per tensor).
+        context = torch.cat([params, nets.spatial_context[k](
+            torch.where(mask, decide(k, params, True), 0))], dim=1)
+        params = torch.where(mask, params, params + nets.fusion[k](context))
+        del context
         decoded.append(decide(k, params, False))
         priors.append(params)
     return priors

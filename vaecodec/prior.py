@@ -40,7 +40,7 @@ EXACT_LIMIT = 2.0 ** 52  # float64 represents every integer below 2^53; one bit 
 # where σ = SCALE_MIN + softplus(raw) crosses the geometric mean of two neighbouring
 # entropy.SCALES. Written out rather than computed at run time, because exp and log may differ in
 # the last bit between math libraries; tests/test_prior.py derives them again.
-SCALE_THRESHOLDS = (
+SCALE_THRESHOLDS = (  # 63 thresholds: table indices 0..63 fit a byte
     -81283, -62129, -52567, -45823, -40431, -35824, -31719, -27954, -24427, -21066, -17819,
     -14648, -11518, -8402, -5274, -2108, 1120, 4435, 7865, 11441, 15196, 19168, 23403, 27951,
     32871, 38233, 44117, 50614, 57830, 65883, 74906, 85051, 96481, 109382, 123956, 140429, 159057,
@@ -203,8 +203,8 @@ class ExactPrior:
         return join_groups(self.passes(hyper, decoded(y_hat, self.groups)))
 
     def split(self, params):
-        """Prior output → (μ: float64 tensor [1, C, H, W] on the CPU, table index: int64 array,
+        """Prior output → (μ: float64 tensor [1, C, H, W] on the CPU, table index: uint8 array,
         same shape)."""
         mean, raw = params.chunk(2, dim=1)
         table = torch.searchsorted(self.thresholds, raw.contiguous(), right=True)
-        return (mean * 2.0 ** -ACTIVATION_BITS).cpu(), table.cpu().numpy().astype(np.int64)
+        return (mean * 2.0 ** -ACTIVATION_BITS).cpu(), table.to(torch.uint8).cpu().numpy()
