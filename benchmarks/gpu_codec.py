@@ -4,8 +4,9 @@
     python benchmarks/gpu_codec.py measure DIR -o GPU.tar  # on the GPU machine
     python benchmarks/gpu_codec.py check GPU.tar           # back on the CPU machine
 
-`prepare` compresses each PNG in IMAGES on the CPU at quality 75 into DIR (NAME.png, NAME.vae, and
-the pixels it decodes to here and a hash of its latents: NAME.cpu.png, NAME.cpu.sha). `measure` times
+`prepare` compresses each PNG in IMAGES on the CPU at quality 75 into DIR (NAME.png, NAME.vae,
+the pixels it decodes to here and a hash of its latents: NAME.cpu.png, NAME.cpu.sha; and in
+DIR/weights the VAECODEC_WEIGHTS it ran with, for `measure` to run with). `measure` times
 in-process compress and decompress on CUDA and on the CPU (median of 5 after a warm-up), splits
 a decode into the exact prior with the entropy decoder (the coder on the CPU) and the synthesis,
 decodes the CPU-made files on CUDA (the same latents, pixels within a level), and writes the
@@ -15,6 +16,7 @@ this CPU and compares.
 
 import hashlib
 import io
+import os
 import statistics
 import tarfile
 import time
@@ -81,6 +83,7 @@ def main():
 def prepare(images, folder):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "weights").write_text(os.environ.get("VAECODEC_WEIGHTS", ""))
     recorder = Recorder()
     for path in sorted(Path(images).glob("*.png")):
         (folder / path.name).write_bytes(path.read_bytes())
@@ -124,6 +127,7 @@ def measure(folder, output, device):
                 split = recorder.seconds
                 lines.append(f"| {path.stem} | {device} | {encode:.4f} | {decode:.4f} | "
                              f"{split['residual_passes']:.4f} | {split['pixels']:.4f} |")
+                print(lines[-1], flush=True)  # what a time limit leaves
             made_here = codec.compress(image, QUALITY, device=gpu)
             pixels, latents = recorder.decode(made_here, gpu)
             add(f"{path.stem}.vae", made_here)

@@ -55,7 +55,8 @@ python3 -m vaecodec train .pack --checkpoint $state/run.ckpt "${init[@]}" --step
     --export $state/candidate.pt ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log"
 split -b 15M -d $state/candidate.pt "$OUT/candidate.pt.part-"
 if [ -d .gpu_in ]; then
-    [ -f weights/vaecodec.pt ] || export VAECODEC_WEIGHTS=weights/candidate.pt
+    weights_in=$(cat .gpu_in/weights)  # the weights the files were made with
+    [ -z "$weights_in" ] || export VAECODEC_WEIGHTS=$weights_in
     timeout 60 python3 benchmarks/gpu_codec.py measure .gpu_in -o "$OUT/gpu.tar" || true
 fi
 ls -l "$OUT"

@@ -29,7 +29,7 @@ def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch, native):
     cpu = torch.device("cpu")
     assert compute.use_bf16("auto", cpu) is native
     assert compute.use_bf16("bf16", cpu) and not compute.use_bf16("fp32", cpu)
-    assert compute.codec_bf16("auto", cpu) is native
+    assert compute.coding_bf16("auto", cpu) is native
 
 
 def test_the_codec_keeps_cuda_in_fp32_unless_asked():
@@ -37,8 +37,8 @@ def test_the_codec_keeps_cuda_in_fp32_unless_asked():
     within a level of a CPU decode."""
     cuda = torch.device("cuda")
     assert compute.use_bf16("auto", cuda)
-    assert not compute.codec_bf16("auto", cuda) and not compute.codec_bf16("fp32", cuda)
-    assert compute.codec_bf16("bf16", cuda)
+    assert not compute.coding_bf16("auto", cuda) and not compute.coding_bf16("fp32", cuda)
+    assert compute.coding_bf16("bf16", cuda)
 
 
 def test_bf16_runs_in_bf16_and_files_decode_on_either_path(photo):

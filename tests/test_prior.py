@@ -270,6 +270,15 @@ def test_tiles_give_the_whole_grid_result_with_channel_groups(grouped, monkeypat
     assert torch.equal(whole[0], tiled[0]) and np.array_equal(whole[1], tiled[1])
 
 
+def test_tiles_that_would_shift_the_checkerboard_are_refused(grouped, monkeypatch):
+    """The context at the non-anchors reads a tile's own checkerboard: tiles must start on even
+    rows and columns of y, or the tables would depend on the tiling."""
+    model, z, y_hat = grouped
+    monkeypatch.setattr(tiles, "TILE_PIXELS", 5 * Y_CELL)
+    with pytest.raises(ValueError, match="even rows and columns"):
+        prior_of(ExactPrior(model), z, y_hat)
+
+
 def test_format_md_description_gives_the_same_bits_with_channel_groups(grouped):
     model, z, y_hat = grouped
     mean, table = prior_of(ExactPrior(model), z, y_hat)

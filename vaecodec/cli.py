@@ -233,16 +233,18 @@ def _on_ray(pairs, force, address, said, submit):
 def _in_workers(pairs, force, said, convert, map_in_workers):
     """A `work` for _run whose files are read and converted by worker processes (workers.py),
     ahead of the writing here."""
-    def convert_all(paths):
-        from . import weights
+    return _from_rows(pairs, force, said, lambda paths: map_in_workers(
+        functools.partial(files.converted, convert), paths))
 
-        try:
-            weights.load()  # here, so that forked workers start with it (workers.py)
-        except CodecError:
-            pass  # each file then says so, as without --jobs
-        return map_in_workers(functools.partial(files.converted, convert), paths)
 
-    return _from_rows(pairs, force, said, convert_all)
+def _load_weights():
+    """The default weights, loaded before workers are forked (workers.pool's `preload`)."""
+    from . import weights
+
+    try:
+        weights.load()
+    except CodecError:
+        pass  # each file then says so, as without --jobs
 
 
 _max_pixels = click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
@@ -256,8 +258,8 @@ def _local_options(command):
     """--jobs, --device and --precision: how the files are converted on this machine."""
     command = click.option(
         "--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
-        show_default=True, help="Arithmetic of the transforms' inner layers; auto: bf16 where "
-                                "the hardware runs it natively.")(command)
+        show_default=True, help="Arithmetic of the transforms' inner layers; auto: bf16 on a "
+                                "CPU that runs it natively, fp32 on CUDA.")(command)
     command = click.option(
         "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
         show_default=True, callback=_check_device,
@@ -353,7 +355,7 @@ def compress(inputs, output, quality, target_bpp, target_psnr, max_bytes, strict
         return said(data)
 
     pairs, batch = _plan(inputs, output, IMAGE_SUFFIXES, ".vae")
-    with workers.pool(jobs) as map_in_workers:
+    with workers.pool(jobs, _load_weights) as map_in_workers:
         if use_ray or ray_address:
             work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
                            cluster.compress(paths, quality, **options))
@@ -395,7 +397,7 @@ def decompress(inputs, output, force, max_pixels, jobs, device, precision, use_r
     pairs, batch = _plan(inputs, output, (".vae",), ".png")
     # One extension: _plan pairs one input with one output, or several with .png files.
     (extension,) = {target.suffix for _, target in pairs} or {".png"}
-    with workers.pool(jobs) as map_in_workers:
+    with workers.pool(jobs, _load_weights) as map_in_workers:
         if use_ray or ray_address:
             work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
                            cluster.decompress(paths, extension, max_pixels=max_pixels))

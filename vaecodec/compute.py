@@ -7,7 +7,8 @@ must be exact to better than that: pixels (a level is 1/255) and the latents tha
 integers. That keeps pixels within a level of exact arithmetic. On CUDA the transforms are a few
 milliseconds of a decode, so `auto` keeps them in fp32 there, TF32 off: a CUDA decode in bf16
 was 2 levels from a bf16 CPU decode of the same file (H100, benchmarks/gpu_codec.py), fp32 keeps
-both within a level of exact. The hyper-analysis is small and stays on the CPU in fp32.
+both within a level of exact (coding_bf16). The hyper-analysis is small and stays on the CPU in
+fp32.
 
 The prior that selects the coding tables is not here: it runs on the same device in exact integer
 arithmetic (prior.py), so a file decodes to the same latents whatever device or arithmetic made it
@@ -52,10 +53,17 @@ def use_bf16(precision, device):
     return precision == "bf16" or (precision == "auto" and bf16_is_native(device))
 
 
-def codec_bf16(precision, device):
+def coding_bf16(precision, device):
     """`use_bf16` for compressing and decoding: `auto` is fp32 on CUDA (see above)."""
     return use_bf16("fp32" if precision == "auto" and device.type == "cuda" else precision,
                     device)
+
+
+def _without_tf32():
+    """cuDNN's other settings as they are, but convolutions in full fp32 (TF32 keeps 10 bits)."""
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                       deterministic=cudnn.deterministic, allow_tf32=False)
 
 
 class Transforms:
@@ -70,7 +78,7 @@ class Transforms:
     def _layers(self, layers, x):
         """Run a stack of layers; the inner ones in bf16 when asked, fp32 in full fp32 (cuDNN
         would otherwise round CUDA convolutions' inputs to TF32's 10 bits)."""
-        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        with _without_tf32():
             x = layers[0](x)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
                 for layer in layers[1:-1]:
@@ -93,4 +101,4 @@ class Transforms:
 def transforms(model, device="auto", precision="auto"):
     """The Transforms of a loaded model (one copy per device, kept for the process)."""
     device = pick_device(device)
-    return Transforms(model, device, codec_bf16(precision, device))
+    return Transforms(model, device, coding_bf16(precision, device))

@@ -179,12 +179,14 @@ def context_passes(nets, groups, hyper, decide):
             [mean[:, first:end], raw[:, first:end]], dim=1)
         if k:
             params = params + nets.channel_context[k - 1](torch.cat(decoded, dim=1))
-        # Nested, so that each full-size intermediate is freed once used (a 24 MP image's prior
-        # takes hundreds of MB per tensor).
+        # Nested, and `context` dropped once fused, so that full-size intermediates do not pile
+        # up (a 24 MP image's prior takes hundreds of MB per tensor).
         context = torch.cat([params, nets.spatial_context[k](
             torch.where(mask, decide(k, params, True), 0))], dim=1)
-        params = torch.where(mask, params, params + nets.fusion[k](context))
+        fused = nets.fusion[k](context)
         del context
+        params = torch.where(mask, params, params + fused)
+        del fused
         decoded.append(decide(k, params, False))
         priors.append(params)
     return priors

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model import Y_CELL, Z_CELL, anchors, context_passes, decoded, join_groups
-from .tiles import by_tiles
+from . import tiles
 
 WEIGHT_BITS = 20
 ACTIVATION_BITS = 14
@@ -83,39 +83,53 @@ class _IntegerConv:
 
 def _non_anchors(x):
     """Flat indices of the non-anchors of a tile [1, C, H, W]. Tiles start on even rows and
-    columns (tiles.py), so a tile's own checkerboard is the image's."""
+    columns (checked in _tiled), so a tile's own checkerboard is the image's."""
     return torch.nonzero(~anchors(*x.shape[2:], x.device).flatten()).squeeze(1)
 
 
+def _at(where, values, height, width):
+    """Values [C, n] of the non-anchors `where` → [1, C, H, W], zero at the anchors."""
+    total = values.new_zeros(1, len(values), height * width)
+    total[0, :, where] = values
+    return total.view(1, -1, height, width)
+
+
 class _NonAnchorConv(_IntegerConv):
-    """The exact spatial context (stride 1, symmetric padding) where its output is read: at the
-    non-anchors. Its input is zero there, so a non-anchor's sum has terms only from the taps at
-    odd offsets (12 of a 5×5 kernel); the same sums for about a quarter of the multiplies."""
+    """The exact spatial context where its output is read: at the non-anchors. Its input is zero
+    there, so a non-anchor's sum has terms only from the taps at odd offsets (12 of a 5×5
+    kernel): the same sums for about a quarter of the multiplies."""
+
+    def __init__(self, layer, input_bits, device):
+        k = layer.kernel_size[0]
+        if (layer.kernel_size != (k, k) or layer.stride != (1, 1) or layer.dilation != (1, 1)
+                or layer.padding != (k // 2, k // 2) or layer.groups != 1 or k % 2 == 0):
+            raise TypeError("the spatial context must be an odd square 'same' convolution")
+        super().__init__(layer, input_bits, device)
+        self.taps = [(i, j) for i in range(k) for j in range(k) if (i + j) % 2]
+        self.tap_weights = torch.cat([self.weight[:, :, i, j] for i, j in self.taps], dim=1)
 
     def sums(self, x):
         channels, height, width = x.shape[1:]
-        k, pad = self.layer.kernel_size[0], self.layer.padding[0]
+        pad = self.layer.padding[0]
         where = _non_anchors(x)
-        taps = [(i, j) for i in range(k) for j in range(k) if (i + j) % 2]
         padded = F.pad(x, (pad,) * 4)
         columns = torch.cat([padded[0, :, i:i + height, j:j + width].reshape(channels, -1)[:, where]
-                             for i, j in taps])
-        weight = torch.cat([self.weight[:, :, i, j] for i, j in taps], dim=1)
-        total = x.new_zeros(1, len(weight), height * width)
-        total[0, :, where] = torch.addmm(self.bias[:, None], weight, columns)
-        return total.view(1, -1, height, width)
+                             for i, j in self.taps])
+        return _at(where, torch.addmm(self.bias[:, None], self.tap_weights, columns), height, width)
 
 
-def _at_non_anchors(network):
-    """A pointwise (1×1) network evaluated at the non-anchors alone: the fusion, whose output at
-    the anchors is never read (zeros there)."""
+def _pointwise_at_non_anchors(module, device):
+    """The exact version of a stack of 1×1 convolutions (the fusion) evaluated at the
+    non-anchors alone, where its output is read (zero at the anchors)."""
+    if any(layer.kernel_size != (1, 1) or layer.padding != (0, 0)
+           for layer in module if isinstance(layer, nn.Conv2d)):
+        raise TypeError("the fusion must be 1×1 convolutions")
+    network = _integer_network(module, ACTIVATION_BITS, device)
+
     def run(x):
-        height, width = x.shape[2:]
         where = _non_anchors(x)
         out = network(x.flatten(2)[:, :, where, None])
-        total = out.new_zeros(1, out.shape[1], height * width)
-        total[:, :, where] = out[..., 0]
-        return total.view(1, -1, height, width)
+        return _at(where, out[0, :, :, 0], *x.shape[2:])
 
     return run
 
@@ -145,7 +159,12 @@ def _integer_network(module, input_bits, device):
 
 def _tiled(network):
     """`network` over y's grid, tile by tile (bounded memory; the same result)."""
-    return lambda x: by_tiles(network, x, 1, 1, Y_CELL)
+    def run(x):
+        if (tiles.TILE_PIXELS // Y_CELL) % 2 or tiles.MARGIN % 2:
+            raise ValueError("tiles of y must start on even rows and columns (the checkerboard)")
+        return tiles.by_tiles(network, x, 1, 1, Y_CELL)
+
+    return run
 
 
 class _ExactNetworks:
@@ -157,8 +176,7 @@ class _ExactNetworks:
                                 for net in model.channel_context]
         self.spatial_context = [_tiled(_NonAnchorConv(net, ACTIVATION_BITS, device))
                                 for net in model.spatial_context]
-        self.fusion = [_tiled(_at_non_anchors(_integer_network(net, ACTIVATION_BITS, device)))
-                       for net in model.fusion]
+        self.fusion = [_tiled(_pointwise_at_non_anchors(net, device)) for net in model.fusion]
 
 
 @contextmanager
@@ -186,7 +204,7 @@ class ExactPrior:
         scale of every element of y."""
         z = torch.from_numpy(np.asarray(z, dtype=np.float64)).to(self.device)
         with _exactly():
-            return by_tiles(self._hyper, z, 1, Z_CELL // Y_CELL, Z_CELL)
+            return tiles.by_tiles(self._hyper, z, 1, Z_CELL // Y_CELL, Z_CELL)
 
     def passes(self, hyper, decide):
         """model.context_passes in exact arithmetic: `decide(k, params, anchors_only)` gets

@@ -209,10 +209,11 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
     the trained (raw) model. A new run starts from random weights of a model with N, M, channel
     `groups` and `hyper` widths (model.VAE), or from the weights file `init` (fine-tuning).
     `compile`: torch.compile the training pass (auto: on CUDA, where it pays back its start-up
-    within a minute; graphs: also replay it as CUDA graphs, which saves the launch of every kernel
-    where a step is too short to hide it). Under torchrun every rank trains on `batch_size` crops of its own and rank
-    0 alone logs and writes files. The checkpoint is written every `save_minutes` (checked at log
-    lines; writing it copies the weights and optimizer off the device) and at the end."""
+    within a minute; graphs: also replay it as CUDA graphs, which saves the launch of every
+    kernel where a step is too short to hide it). Under torchrun every rank trains on
+    `batch_size` crops of its own and rank 0 alone logs and writes files. The checkpoint is
+    written every `save_minutes` (checked at log lines; writing it copies the weights and
+    optimizer off the device) and at the end."""
     ranks = _Ranks()
     device = ranks.device
     if ranks.rank:

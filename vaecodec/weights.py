@@ -117,7 +117,8 @@ class Codec:
 
     def prior_on(self, device):
         """The exact prior with its integer weights on `device`: the same tables as on the CPU,
-        without the round trips of y's prior to the CPU where the transforms run on CUDA."""
+        its convolutions where the transforms run (only each pass's means, tables and decoded
+        latents cross to the CPU's entropy coder and back)."""
         if device not in self._priors:
             self._priors[device] = ExactPrior(self.model, device)
         return self._priors[device]

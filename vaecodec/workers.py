@@ -26,9 +26,10 @@ def cores():
 
 
 @contextmanager
-def pool(jobs):
+def pool(jobs, preload=None):
     """A `map(function, items)` giving `function(item)` for each item, in order, in up to `jobs`
-    worker processes started at its first call; they are stopped when the block ends."""
+    worker processes started at its first call; they are stopped when the block ends. Forked
+    workers start after `preload()` (what they all need: the weights)."""
     started = []
 
     def map_in_workers(function, items):
@@ -37,11 +38,17 @@ def pool(jobs):
         import torch
 
         fork = threads == 1 and not torch.cuda.is_available()
+        if fork and preload:
+            preload()
         context = multiprocessing.get_context("fork" if fork else "spawn")
-        ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what the workers inherit
+        # What the workers inherit: SIGINT ignored, SIGTERM held back until _start has put back
+        # its default action (a forked worker would otherwise run the command's handler).
+        ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
             started.append(context.Pool(processes, initializer=_start, initargs=(threads,)))
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             signal.signal(signal.SIGINT, ignored)
         return started[-1].imap(function, items)
 
@@ -56,5 +63,6 @@ def pool(jobs):
 def _start(threads):
     import torch
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker has the command's handler
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     torch.set_num_threads(threads)
