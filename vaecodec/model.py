@@ -179,14 +179,15 @@ def context_passes(nets, groups, hyper, decide):
             [mean[:, first:end], raw[:, first:end]], dim=1)
         if k:
             params = params + nets.channel_context[k - 1](torch.cat(decoded, dim=1))
-        # Nested, and `context` dropped once fused, so that full-size intermediates do not pile
-        # up (a 24 MP image's prior takes hundreds of MB per tensor).
+        # The non-anchors' correction, zeroed at the anchors (whose prior stays): full-size
+        # intermediates are dropped as soon as used, since a 24 MP image's prior takes hundreds
+        # of MB per tensor.
         context = torch.cat([params, nets.spatial_context[k](
             torch.where(mask, decide(k, params, True), 0))], dim=1)
-        fused = nets.fusion[k](context)
+        correction = nets.fusion[k](context)
         del context
-        params = torch.where(mask, params, params + fused)
-        del fused
+        params = params + correction.masked_fill_(mask, 0)
+        del correction
         decoded.append(decide(k, params, False))
         priors.append(params)
     return priors
