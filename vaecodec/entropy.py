@@ -113,16 +113,20 @@ class Encoder:
         """One pass: integer `values` (any shape), `table[i]` picking the table of values[i]."""
         tables = self.tables
         values, table, _, ends = _layout(values, table, tables)
-        low = tables.lows[table]
-        high = low + tables.sizes[table] - 1
-        if np.any(values <= low - ESCAPE_RANGE) or np.any(values >= high + ESCAPE_RANGE):
+        # Each value as an offset from its table's first symbol; `last` is the table's last. Few
+        # full-size arrays, since a 24 MP pass has millions of values.
+        offset = values - tables.lows[table]
+        del values
+        last = tables.sizes[table] - 1
+        if np.any(offset <= -ESCAPE_RANGE) or np.any(offset >= last + ESCAPE_RANGE):
             raise CodecError("latent values out of the coder's range (is the input image valid?)")
-        symbols = (np.clip(values, low, high) - low).astype(np.int32)
+        symbols = np.clip(offset, 0, last).astype(np.int32)
         models = tables.models()
         for k, start, stop in ends:
             self._coder.encode(symbols[start:stop], models[k])
-        escaped = (values <= low) | (values >= high)
-        distance = np.where(values <= low, low - values, values - high)[escaped]
+        escaped = (offset <= 0) | (offset >= last)
+        offset, last = offset[escaped], last[escaped]
+        distance = np.where(offset <= 0, -offset, offset - last)
         self._coder.encode(distance.astype(np.int32), _escape_model)
 
     def finish(self):
@@ -144,9 +148,9 @@ class Decoder:
         """One pass: the integer values, shaped like `table`."""
         tables = self.tables
         shape = np.shape(table)
-        _, table, order, ends = _layout(np.zeros(shape, dtype=np.int64), table, tables)
+        _, table, order, ends = _layout(None, table, tables)
         models = tables.models()
-        symbols = np.empty(len(table), dtype=np.int64)
+        symbols = np.empty(len(table), dtype=np.int32)
         try:
             for k, start, stop in ends:
                 symbols[start:stop] = self._coder.decode(models[k], stop - start)
@@ -178,14 +182,16 @@ def decode(data, table, tables):
 
 def _layout(values, table, tables):
     """Flatten and group the symbols by table (stable, so raster order within a table): the
-    coding order shared by encoder and decoder. Returns (values, table) in that order, the
-    permutation, and (table, start, stop) for each run."""
-    table = np.asarray(table, dtype=np.int64).reshape(-1)
+    coding order shared by encoder and decoder. Returns (values, table) in that order (values
+    None for a decoder, which has none yet), the permutation, and (table, start, stop) for each
+    run. The table indices keep their integer type (a byte for y's): a 24 MP pass has millions."""
+    table = np.asarray(table).reshape(-1)
     if table.size and (table.min() < 0 or table.max() >= len(tables.pmfs)):
         raise CodecError("probability table index out of range")
     order = np.argsort(table, kind="stable")
     table = table[order]
-    values = np.asarray(values, dtype=np.int64).reshape(-1)[order]
+    if values is not None:
+        values = np.asarray(values, dtype=np.int64).reshape(-1)[order]
     changes = np.flatnonzero(np.diff(table)) + 1
     starts = np.concatenate([[0], changes]).astype(np.int64)
     stops = np.concatenate([changes, [len(table)]]).astype(np.int64)

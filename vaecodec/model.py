@@ -167,7 +167,8 @@ def context_passes(nets, groups, hyper, decide):
     Group k's prior starts from the hyperprior's mean and raw scale of its channels (`hyper`:
     [B, 2M, H, W], all means then all raw scales), corrected by `channel_context[k-1]` from the
     decoded groups before it: final for its anchors. Its non-anchors add `fusion[k]` of that and
-    of `spatial_context[k]` over the group's decoded anchors. `decide(k, params, anchors_only)`
+    of `spatial_context[k]` over the group's decoded anchors (`nets.refine`, which the exact
+    networks compute tile by tile). `decide(k, params, anchors_only)`
     returns ŷ of group k from its prior [B, 2M_k, H, W] (only the anchors count when
     `anchors_only`). Returns every group's prior, [mean, raw scale] per group."""
     mask = anchors(*hyper.shape[2:], hyper.device)
@@ -179,18 +180,21 @@ def context_passes(nets, groups, hyper, decide):
             [mean[:, first:end], raw[:, first:end]], dim=1)
         if k:
             params = params + nets.channel_context[k - 1](torch.cat(decoded, dim=1))
-        # The non-anchors' correction, zeroed at the anchors (whose prior stays): full-size
-        # intermediates are dropped as soon as used, since a 24 MP image's prior takes hundreds
-        # of MB per tensor.
-        context = torch.cat([params, nets.spatial_context[k](
-            torch.where(mask, decide(k, params, True), 0))], dim=1)
-        correction = nets.fusion[k](context)
-        del context
-        params = params + correction.masked_fill_(mask, 0)
-        del correction
+        params = nets.refine(k, params, torch.where(mask, decide(k, params, True), 0))
         decoded.append(decide(k, params, False))
         priors.append(params)
     return priors
+
+
+def refined(nets, k, params, anchor_hat):
+    """Group k's prior [B, 2M_k, H, W] with its non-anchors corrected by `fusion[k]` of it and of
+    `spatial_context[k]` over the group's decoded anchors (`anchor_hat`, zero elsewhere); the
+    anchors keep theirs. The correction is zeroed at the anchors and added rather than selected,
+    which keeps one full-size tensor fewer alive (a 24 MP image's prior takes hundreds of MB per
+    tensor)."""
+    mask = anchors(*params.shape[2:], params.device)
+    correction = nets.fusion[k](torch.cat([params, nets.spatial_context[k](anchor_hat)], dim=1))
+    return params + correction.masked_fill_(mask, 0)
 
 
 def decoded(y_hat, groups):
@@ -281,6 +285,10 @@ class VAE(nn.Module):
             return torch.exp(table[low] * (1 - t) + table[high] * t)[:, :, None, None]
 
         return interpolate(self.log_gain), interpolate(self.log_inverse_gain)
+
+    def refine(self, k, params, anchor_hat):
+        """context_passes' correction of group k at its non-anchors (`refined`)."""
+        return refined(self, k, params, anchor_hat)
 
     def prior(self, hyper, y_hat):
         """The prior's output for decoded latents `y_hat` ([B, 2M, H, W]: means, raw scales)."""

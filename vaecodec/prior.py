@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import Y_CELL, Z_CELL, anchors, context_passes, decoded, join_groups
+from .model import (Y_CELL, Z_CELL, anchors, context_passes, decoded, join_groups,
+                    refined)
 from . import tiles
 
 WEIGHT_BITS = 20
@@ -174,9 +175,14 @@ class _ExactNetworks:
     def __init__(self, model, device):
         self.channel_context = [_tiled(_integer_network(net, ACTIVATION_BITS, device))
                                 for net in model.channel_context]
-        self.spatial_context = [_tiled(_NonAnchorConv(net, ACTIVATION_BITS, device))
+        # These two run inside `refine`'s tiles.
+        self.spatial_context = [_NonAnchorConv(net, ACTIVATION_BITS, device)
                                 for net in model.spatial_context]
-        self.fusion = [_tiled(_pointwise_at_non_anchors(net, device)) for net in model.fusion]
+        self.fusion = [_pointwise_at_non_anchors(net, device) for net in model.fusion]
+
+    def refine(self, k, params, anchor_hat):
+        """model.refined tile by tile: its intermediates stay the size of a tile."""
+        return _tiled(lambda *pair: refined(self, k, *pair))((params, anchor_hat))
 
 
 @contextmanager
@@ -224,5 +230,5 @@ class ExactPrior:
         """Prior output → (μ: float64 tensor [1, C, H, W] on the CPU, table index: uint8 array,
         same shape)."""
         mean, raw = params.chunk(2, dim=1)
-        table = torch.searchsorted(self.thresholds, raw.contiguous(), right=True)
+        table = torch.searchsorted(self.thresholds, raw.contiguous(), right=True, out_int32=True)
         return (mean * 2.0 ** -ACTIVATION_BITS).cpu(), table.to(torch.uint8).cpu().numpy()
