@@ -10,6 +10,7 @@ input is taken as a whole file.
 
     pip install atheris
     python benchmarks/fuzz_atheris.py CORPUS_DIR -max_total_time=1800 -timeout=20 -rss_limit_mb=4096
+    python benchmarks/fuzz_atheris.py FINDING     # runs one saved input again
 
 CORPUS_DIR is seeded with small valid files of both models when empty. Images are limited to
 2^18 pixels here so that an iteration stays short (the size checks themselves are tested apart).
@@ -59,7 +60,7 @@ def main():
     corpus = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
     models = [weights.default_path(),
               grouped_weights(Path(tempfile.mkdtemp()) / "grouped.pt")]
-    if corpus and not any(Path(corpus).glob("*")):
+    if corpus and not Path(corpus).is_file() and not any(Path(corpus).glob("*")):
         Path(corpus).mkdir(parents=True, exist_ok=True)
         for i, data in enumerate(seeds(models)):
             (Path(corpus) / f"seed-{i}.vae").write_bytes(b"\x01" + data[:-4])

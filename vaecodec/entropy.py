@@ -154,10 +154,10 @@ class Decoder:
         try:
             for k, start, stop in ends:
                 symbols[start:stop] = self._coder.decode(models[k], stop - start)
-            low = tables.lows[table]
-            values = symbols + low
+            values = tables.lows[table]
+            values += symbols
             at_low = symbols == 0
-            at_high = symbols == tables.sizes[table] - 1
+            at_high = symbols == (tables.sizes - 1)[table]
             escaped = at_low | at_high
             distance = self._coder.decode(_escape_model, int(escaped.sum())).astype(np.int64)
         except Exception as error:  # constriction reports corrupt input as generic errors
