@@ -68,8 +68,16 @@ def median_seconds(function, repeats=5):
     return statistics.median(times)
 
 
-def largest_difference(a, b):
-    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+CROSSING = ("| image | made on | decoded on | same latents | largest pixel difference |\n"
+            "|---|---|---|---|---:|")
+
+
+def crossing(stem, made_on, decoded_on, decoded, reference):
+    """A row of CROSSING: a decode (pixels, latents' hash) against the other device's."""
+    (pixels, latents), (reference_pixels, reference_latents) = decoded, reference
+    level = np.abs(pixels.astype(np.int16) - reference_pixels.astype(np.int16)).max()
+    same = "yes" if latents == reference_latents else "NO"
+    return f"| {stem} | {made_on} | {decoded_on} | {same} | {level} |"
 
 
 @click.group()
@@ -134,14 +142,11 @@ def measure(folder, output, device):
             add(f"{path.stem}.gpu.sha", latents.encode())
             add(f"{path.stem}.gpu.png", _png(pixels))
             cpu_made = (path.parent / f"{path.stem}.vae").read_bytes()
-            pixels, latents = recorder.decode(cpu_made, gpu)
-            same = latents == (path.parent / f"{path.stem}.cpu.sha").read_text()
-            level = largest_difference(pixels, np.asarray(Image.open(
-                path.parent / f"{path.stem}.cpu.png")))
-            checks.append(f"| {path.stem} | CPU machine | {gpu} | {'yes' if same else 'NO'} | "
-                          f"{level} |")
-        lines += ["", "| image | made on | decoded on | same latents | largest pixel difference |",
-                  "|---|---|---|---|---:|", *checks]
+            reference = (np.asarray(Image.open(path.parent / f"{path.stem}.cpu.png")),
+                         (path.parent / f"{path.stem}.cpu.sha").read_text())
+            checks.append(crossing(path.stem, "CPU machine", gpu,
+                                   recorder.decode(cpu_made, gpu), reference))
+        lines += ["", CROSSING, *checks]
         report = "\n".join(lines) + "\n"
         add("gpu_codec.md", report.encode())
     print(report)
@@ -151,17 +156,14 @@ def measure(folder, output, device):
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 def check(archive):
     recorder = Recorder()
-    print("| image | made on | decoded on | same latents | largest pixel difference |\n"
-          "|---|---|---|---|---:|")
+    print(CROSSING)
     with tarfile.open(archive) as tar:
-        names = tar.getnames()
-        for name in sorted(n for n in names if n.endswith(".vae")):
+        for name in sorted(n for n in tar.getnames() if n.endswith(".vae")):
             stem = name[:-4]
-            pixels, latents = recorder.decode(tar.extractfile(name).read(), "cpu")
-            same = latents == tar.extractfile(f"{stem}.gpu.sha").read().decode()
-            level = largest_difference(pixels, np.asarray(Image.open(
-                tar.extractfile(f"{stem}.gpu.png"))))
-            print(f"| {stem} | GPU machine | CPU machine | {'yes' if same else 'NO'} | {level} |")
+            reference = (np.asarray(Image.open(tar.extractfile(f"{stem}.gpu.png"))),
+                         tar.extractfile(f"{stem}.gpu.sha").read().decode())
+            print(crossing(stem, "GPU machine", "CPU machine",
+                           recorder.decode(tar.extractfile(name).read(), "cpu"), reference))
 
 
 def _png(pixels):

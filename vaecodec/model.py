@@ -168,9 +168,9 @@ def context_passes(nets, groups, hyper, decide):
     [B, 2M, H, W], all means then all raw scales), corrected by `channel_context[k-1]` from the
     decoded groups before it: final for its anchors. Its non-anchors add `fusion[k]` of that and
     of `spatial_context[k]` over the group's decoded anchors (`nets.refine`, which the exact
-    networks compute tile by tile). `decide(k, params, anchors_only)`
-    returns ŷ of group k from its prior [B, 2M_k, H, W] (only the anchors count when
-    `anchors_only`). Returns every group's prior, [mean, raw scale] per group."""
+    networks compute tile by tile). `decide(k, params, anchors_only)` returns ŷ of group k from
+    its prior [B, 2M_k, H, W] (only the anchors count when `anchors_only`). Returns every
+    group's prior, [mean, raw scale] per group."""
     mask = anchors(*hyper.shape[2:], hyper.device)
     mean, raw = hyper.chunk(2, dim=1)
     decoded, priors = [], []
