@@ -42,12 +42,12 @@ def analyse(codec, rgb, transforms=None):
                         Y_CELL, 1, Y_CELL)
 
 
-def at_quality(codec, features, quality):
+def at_quality(codec, features, quality, in_place=False):
     """The analysis output scaled by the quality's gain → (y as a float32 tensor, the integer
-    hyper-latent z)."""
+    hyper-latent z); `in_place` scales `features` itself, at its last use (one copy fewer)."""
     gain, _ = codec.model.gains(codec.model.position(quality))
     with torch.no_grad():
-        y = features * gain
+        y = features.mul_(gain) if in_place else features * gain
         z = by_tiles(codec.model.hyper_analysis, y, Z_CELL // Y_CELL, 1, Z_CELL)
     return y, torch.round(z).numpy().astype(np.int64)
 
@@ -61,7 +61,7 @@ def residual_passes(codec, z, residuals, device=torch.device("cpu")):
     prior = codec.prior_on(device)
     hyper = prior.hyper(z)
     shape = (1, hyper.shape[1] // 2, *hyper.shape[2:])
-    s = np.zeros(shape, dtype=np.int64)
+    s = np.zeros(shape, dtype=np.int32)  # the coder's values are below 2^17 in magnitude
     mean = torch.zeros(shape, dtype=torch.float64)
     table = np.zeros(shape, dtype=np.uint8)
     mask = anchors(*shape[2:]).numpy()
@@ -83,8 +83,8 @@ def latents(codec, rgb, quality, transforms=None):
     """What the encoder computes for an H×W×3 uint8 image: z, the residuals s = round(y − μ), their
     means μ and tables, and the y section that codes s."""
     transforms = transforms or compute.transforms(codec.model)
-    return code_latents(codec, *at_quality(codec, analyse(codec, rgb, transforms), quality),
-                        transforms.device)
+    return code_latents(codec, *at_quality(codec, analyse(codec, rgb, transforms), quality,
+                                           in_place=True), transforms.device)
 
 
 def code_latents(codec, y, z, device=torch.device("cpu")):
@@ -139,6 +139,7 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     if not targets:
         quality = quality_code(DEFAULT_QUALITY if quality is None else quality) / 100
     rgb, alpha, mode, metadata = images.split_channels(image, max_pixels)
+    del image  # copied into rgb: a caller that hands it over holds a large photo once, not twice
     codec = weights.load(weights_path)
     transforms = compute.transforms(codec.model, device, precision)
     features = analyse(codec, rgb, transforms)
@@ -148,16 +149,18 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
         alpha=zlib.compress(alpha.tobytes(), 9) if alpha is not None else b"",
         **({} if strip else metadata))
 
-    def encode(quality):
-        """(file bytes, the residuals and their means) at this quality."""
-        z, s, mean, _, y_section = code_latents(codec, *at_quality(codec, features, quality),
-                                                transforms.device)
+    def encode(quality, last=False):
+        """(file bytes, the residuals and their means) at this quality; `last`: the features
+        are not needed again."""
+        z, s, mean, _, y_section = code_latents(
+            codec, *at_quality(codec, features, quality, in_place=last), transforms.device)
         z_section = entropy.encode(z, z_channel_tables(z.shape), codec.z_tables)
         data = Bitstream(quality=quality, z=z_section, y=y_section, **sections).to_bytes()
         return data, s, mean
 
     if not targets:
-        return encode(quality)[0]
+        del rgb  # not needed by the coding: 72 MB of a 24 MP photo
+        return encode(quality, last=True)[0]
     target, = targets
 
     def probe(quality):

@@ -32,8 +32,9 @@ def compress(data, quality=None, max_pixels=MAX_PIXELS, **options):
     from .codec import compress as encode
     from .images import read_image
 
-    image = read_image(data, max_pixels) if isinstance(data, bytes) else data
-    return encode(image, quality, max_pixels=max_pixels, **options)
+    # Handed over without a name here, so that the codec holds the only copy of the pixels.
+    return encode(read_image(data, max_pixels) if isinstance(data, bytes) else data, quality,
+                  max_pixels=max_pixels, **options)
 
 
 def decompress(data, extension, max_pixels=MAX_PIXELS, **options):

@@ -159,11 +159,12 @@ def _integer_network(module, input_bits, device):
 
 
 def _tiled(network):
-    """`network` over y's grid, tile by tile (bounded memory; the same result)."""
-    def run(x):
+    """`network` over y's grid, tile by tile (bounded memory; the same result), into `out` when
+    given (see tiles.by_tiles)."""
+    def run(x, out=None):
         if (tiles.TILE_PIXELS // Y_CELL) % 2 or tiles.MARGIN % 2:
             raise ValueError("tiles of y must start on even rows and columns (the checkerboard)")
-        return tiles.by_tiles(network, x, 1, 1, Y_CELL)
+        return tiles.by_tiles(network, x, 1, 1, Y_CELL, out)
 
     return run
 
@@ -181,8 +182,10 @@ class _ExactNetworks:
         self.fusion = [_pointwise_at_non_anchors(net, device) for net in model.fusion]
 
     def refine(self, k, params, anchor_hat):
-        """model.refined tile by tile: its intermediates stay the size of a tile."""
-        return _tiled(lambda *pair: refined(self, k, *pair))((params, anchor_hat))
+        """model.refined tile by tile, written over `params`: its intermediates stay the size of
+        a tile, and no second prior of the group is held (hundreds of MB on a 24 MP image). The
+        fusion is pointwise, so each tile reads `params` only where it writes."""
+        return _tiled(lambda *pair: refined(self, k, *pair))((params, anchor_hat), out=params)
 
 
 @contextmanager
@@ -215,16 +218,19 @@ class ExactPrior:
     def passes(self, hyper, decide):
         """model.context_passes in exact arithmetic: `decide(k, params, anchors_only)` gets
         group k's prior in units and returns its ŷ (float64 multiples of 2^-ACTIVATION_BITS, on
-        any device)."""
+        any device). To hold less at once, the passes work in place: they overwrite `hyper` and
+        each ŷ that `decide` returns, which must be a new tensor."""
         def decide_in_units(k, params, anchors_only):
-            return decide(k, params, anchors_only).to(self.device) * 2.0 ** ACTIVATION_BITS
+            y_hat = decide(k, params, anchors_only).to(self.device)
+            return y_hat.mul_(2.0 ** ACTIVATION_BITS)
 
         with _exactly():
             return context_passes(self._networks, self.groups, hyper, decide_in_units)
 
     def prior(self, hyper, y_hat):
         """The prior of every element given all of ŷ (its teacher-forced value, for checks)."""
-        return join_groups(self.passes(hyper, decoded(y_hat, self.groups)))
+        teacher = decoded(y_hat, self.groups)
+        return join_groups(self.passes(hyper.clone(), lambda *pass_: teacher(*pass_).clone()))
 
     def split(self, params):
         """Prior output → (μ: float64 tensor [1, C, H, W] on the CPU, table index: uint8 array,

@@ -6,20 +6,24 @@ checkerboard context, z for the hyper transforms), so with a wider margin the st
 the whole-image result: exactly so for the integer prior, whose tables must not depend on tiling.
 """
 
+import ctypes
+
 TILE_PIXELS = 1024  # tile side in image pixels: images up to 1024×1024 are a single tile
 MARGIN = 4  # grid cells of context on each side of a tile
 
 
-def by_tiles(transform, source, in_unit, out_unit, cell):
+def by_tiles(transform, source, in_unit, out_unit, cell, out=None):
     """Apply `transform` to overlapping tiles of `source` [1, C, H, W] (or of each tensor of a
-    tuple of such, passed to `transform` as that many arguments) and stitch the interiors.
+    tuple of such, passed to `transform` as that many arguments) and stitch the interiors, into
+    `out` when given. `out` may be a source when the transform is pointwise in it: a tile's
+    interior then reads only its own elements, which no other tile writes.
 
     The tiles are laid out on a grid whose cells are `cell` image pixels, `in_unit` elements of
     the source and `out_unit` elements of the result."""
     sources = source if isinstance(source, tuple) else (source,)
     tile = TILE_PIXELS // cell
     rows, cols = sources[0].shape[2] // in_unit, sources[0].shape[3] // in_unit
-    result = None
+    result = out
     for top in range(0, rows, tile):
         for left in range(0, cols, tile):
             r0, c0 = max(top - MARGIN, 0), max(left - MARGIN, 0)
@@ -32,4 +36,24 @@ def by_tiles(transform, source, in_unit, out_unit, cell):
             dy, dx = (top - r0) * out_unit, (left - c0) * out_unit
             result[:, :, top * out_unit:top * out_unit + h, left * out_unit:left * out_unit + w] = \
                 piece[:, :, dy:dy + h, dx:dx + w]
+    _release_freed_memory()
     return result
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None elsewhere (macOS, musl, Windows)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):
+        return None
+
+
+_trim = _malloc_trim()
+
+
+def _release_freed_memory():
+    """Give the tiles' freed intermediates back to the system. glibc keeps freed blocks below its
+    mmap threshold (which grows to 32 MB) in its heap, where a 24 MP image left 150 MB more
+    resident at its peak."""
+    if _trim is not None:
+        _trim(0)
