@@ -78,6 +78,23 @@ def test_stdin_to_stdout(folder):
     assert back.exit_code == 0 and back.stdout_bytes.startswith(b"\x89PNG")
 
 
+def test_the_command_delivers_its_output_and_status_as_it_exits(folder):
+    """The entry point skips the interpreter's teardown (`__main__._exit`): what it wrote to a
+    pipe must still all arrive, and a failure must still exit with 1."""
+    command = [sys.executable, "-m", "vaecodec"]
+    made = subprocess.run([*command, "compress", "-"], input=(folder / "a.png").read_bytes(),
+                          capture_output=True, timeout=120)
+    assert made.returncode == 0 and Bitstream.from_bytes(made.stdout).width == 128
+    back = subprocess.run([*command, "decompress", "-"], input=made.stdout, capture_output=True,
+                          timeout=120)
+    assert back.returncode == 0 and back.stdout.startswith(b"\x89PNG") and back.stdout.endswith(
+        b"IEND\xaeB`\x82")
+    failed = subprocess.run([*command, "compress", str(folder / "missing.png")],
+                            capture_output=True, timeout=120)
+    assert failed.returncode == 1 and failed.stderr.decode().splitlines() == [
+        f"error: {folder / 'missing.png'}: no such file"]
+
+
 @pytest.mark.parametrize("name,content,message", [
     ("missing.png", None, "no such file"),
     ("empty.png", b"", "not a readable image"),
