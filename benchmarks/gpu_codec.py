@@ -9,7 +9,8 @@ the pixels it decodes to here and a hash of its latents: NAME.cpu.png, NAME.cpu.
 DIR/weights the VAECODEC_WEIGHTS it ran with, for `measure` to run with). `measure` times
 in-process compress and decompress on CUDA and on the CPU (median of 5 after a warm-up), splits
 a decode into the exact prior with the entropy decoder (the coder on the CPU) and the synthesis,
-decodes the CPU-made files on CUDA (the same latents, pixels within a level), and writes the
+decodes the CPU-made files on CUDA (the same latents; pixels within a level of an fp32 CPU
+decode, two of a bf16 one: compute.py), and writes the
 files it made on CUDA with their decoded pixels and latents to GPU.tar; `check` decodes those on
 this CPU and compares.
 """

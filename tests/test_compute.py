@@ -43,7 +43,8 @@ def test_the_codec_keeps_cuda_in_fp32_unless_asked():
 
 def test_bf16_runs_in_bf16_and_files_decode_on_either_path(photo):
     """Forced bf16 works on any CPU (emulated where not native) and really changes the
-    arithmetic; a file made on one path decodes on the other to the same picture."""
+    arithmetic; a file made on one path decodes on the other to the same picture, within two
+    levels."""
     model = weights.load().model
     y = torch.randn(1, model.m, 6, 8)
     gain = torch.ones(1, model.m, 1, 1)
@@ -53,4 +54,5 @@ def test_bf16_runs_in_bf16_and_files_decode_on_either_path(photo):
         data = codec.compress(photo, 50, precision=made)
         pictures = [np.asarray(codec.decompress(data, precision=p)).astype(int)
                     for p in ("fp32", "bf16")]
-        assert np.abs(pictures[0] - pictures[1]).max() <= 1
+        off = np.abs(pictures[0] - pictures[1])  # each within a level or two of exact
+        assert off.max() <= 2 and np.mean(off >= 2) < 1e-3

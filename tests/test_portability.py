@@ -21,7 +21,7 @@ def synthesize(loaded, rgb, quality, dtype):
     return x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
 
 
-def test_precision_paths_differ_by_at_most_a_level(photo):
+def test_precision_paths_stay_within_a_level_or_two(photo):
     loaded = weights.load()
     rgb = np.asarray(photo)
     data = codec.compress(photo, 60)
@@ -31,6 +31,8 @@ def test_precision_paths_differ_by_at_most_a_level(photo):
     assert np.abs(decoded["fp32"] - float64).max() <= 1
     assert np.mean(decoded["fp32"] != float64) < 0.01
     # bf16 keeps 8 bits of mantissa; with the first and last layers in fp32 (compute.py) that
-    # moves some pixels by a level, where bf16 throughout moves them by two.
-    assert np.abs(decoded["bf16"] - float64).max() <= 1
-    assert np.mean(decoded["bf16"] != float64) < 0.25
+    # moves about a value in ten by a level and a rare one by two (on Kodak, see
+    # benchmarks/results/precision.md), where bf16 throughout moves many by two.
+    off = np.abs(decoded["bf16"] - float64)
+    assert off.max() <= 2 and np.mean(off >= 2) < 1e-3
+    assert np.mean(off != 0) < 0.25

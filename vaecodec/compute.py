@@ -4,15 +4,15 @@ The analysis and synthesis take most of a CPU encode or decode. On a CPU that do
 (AVX512-BF16 or AMX) their inner layers run in bf16, about twice as fast; the first and last
 layer of each stay fp32, since bf16 keeps 8 bits of mantissa and those layers read or write what
 must be exact to better than that: pixels (a level is 1/255) and the latents that are rounded to
-integers. That keeps pixels within a level of exact arithmetic. On CUDA the transforms are a few
-milliseconds of a decode, so `auto` keeps them in fp32 there, TF32 off: a CUDA decode in bf16
-was 2 levels from a bf16 CPU decode of the same file (H100, benchmarks/gpu_codec.py), fp32 keeps
-both within a level of exact (coding_bf16). The hyper-analysis is small and stays on the CPU in
-fp32.
+integers. That keeps pixels close to exact arithmetic: on Kodak a bf16 decode has 12 % of its
+values a level off and 0.015 % two, an fp32 one 0.002 % a level (benchmarks/results/precision.md).
+On CUDA the transforms are a few milliseconds of a decode, so `auto` keeps them in fp32 there,
+TF32 off, within a level of exact like an fp32 CPU decode (coding_bf16). The hyper-analysis is
+small and stays on the CPU in fp32.
 
 The prior that selects the coding tables is not here: it runs on the same device in exact integer
 arithmetic (prior.py), so a file decodes to the same latents whatever device or arithmetic made it
-or reads it; only the pixels may differ, by about a level.
+or reads it; only the pixels may differ, by a level or two.
 """
 
 import copy
@@ -75,12 +75,18 @@ class Transforms:
             model = copy.deepcopy(model).to(device)
         self.model, self.device, self.bf16 = model, device, bf16
 
-    def _layers(self, layers, x):
+    def _layers(self, layers, x, cast=False):
         """Run a stack of layers; the inner ones in bf16 when asked, fp32 in full fp32 (cuDNN
-        would otherwise round CUDA convolutions' inputs to TF32's 10 bits)."""
+        would otherwise round CUDA convolutions' inputs to TF32's 10 bits). Autocast casts only
+        the convolutions' inputs, so the first GDN's elementwise work stays fp32, unless `cast`
+        hands the inner layers bf16: the analysis does, since there that work on the largest
+        tensor took half the time and y moves too little to matter (≤ 0.004 dB at equal rate,
+        benchmarks/results/precision.md); the synthesis does not, as it keeps pixels within a
+        level of exact arithmetic that way."""
         with _without_tf32():
             x = layers[0](x)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+                x = x.to(torch.bfloat16) if cast and self.bf16 else x
                 for layer in layers[1:-1]:
                     x = layer(x)
             return layers[-1](x.float())
@@ -88,7 +94,7 @@ class Transforms:
     def analysis(self, pixels):
         """uint8 pixels [1, 3, H, W] → the analysis output (before the gain), fp32 on the CPU."""
         x = pixels.to(self.device).float().div_(255)
-        return self._layers(self.model.analysis, x).cpu()
+        return self._layers(self.model.analysis, x, cast=True).cpu()
 
     def synthesis(self, y_hat, inverse_gain):
         """ŷ (float64 on the CPU) → uint8 pixels [1, 3, 16·H, 16·W] on the CPU."""

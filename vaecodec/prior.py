@@ -106,16 +106,20 @@ class _NonAnchorConv(_IntegerConv):
                 or layer.padding != (k // 2, k // 2) or layer.groups != 1 or k % 2 == 0):
             raise TypeError("the spatial context must be an odd square 'same' convolution")
         super().__init__(layer, input_bits, device)
-        self.taps = [(i, j) for i in range(k) for j in range(k) if (i + j) % 2]
-        self.tap_weights = torch.cat([self.weight[:, :, i, j] for i, j in self.taps], dim=1)
+        self.tap_rows, self.tap_cols = torch.tensor(
+            [(i, j) for i in range(k) for j in range(k) if (i + j) % 2], device=device).T
+        # [out, C·taps], channel-major like the columns below
+        self.tap_weights = self.weight[:, :, self.tap_rows, self.tap_cols].flatten(1)
 
     def sums(self, x):
-        channels, height, width = x.shape[1:]
+        height, width = x.shape[2:]
         pad = self.layer.padding[0]
         where = _non_anchors(x)
-        padded = F.pad(x, (pad,) * 4)
-        columns = torch.cat([padded[0, :, i:i + height, j:j + width].reshape(channels, -1)[:, where]
-                             for i, j in self.taps])
+        padded = F.pad(x, (pad,) * 4)[0].flatten(1)
+        # Where each tap of each non-anchor reads the padded grid: [taps, non-anchors]
+        index = ((where // width + self.tap_rows[:, None]) * (width + 2 * pad)
+                 + where % width + self.tap_cols[:, None])
+        columns = padded[:, index].flatten(0, 1)
         return _at(where, torch.addmm(self.bias[:, None], self.tap_weights, columns), height, width)
 
 
