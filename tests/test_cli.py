@@ -45,10 +45,11 @@ def test_compress_then_decompress(folder):
     assert oct(os.stat(folder / "a.vae").st_mode & 0o777) != "0o600"
 
 
-def test_output_format_follows_extension(folder):
+@pytest.mark.parametrize("name, fmt", [("c.jpg", "JPEG"), ("c.TIF", "TIFF"), ("c.webp", "WEBP")])
+def test_output_format_follows_extension(folder, name, fmt):
     run("compress", folder / "a.png")
-    assert run("decompress", folder / "a.vae", "-o", folder / "c.jpg").exit_code == 0
-    assert Image.open(folder / "c.jpg").format == "JPEG"
+    assert run("decompress", folder / "a.vae", "-o", folder / name).exit_code == 0
+    assert Image.open(folder / name).format == fmt
 
 
 def test_existing_output_is_refused_without_force(folder):

@@ -56,3 +56,23 @@ def test_bf16_runs_in_bf16_and_files_decode_on_either_path(photo):
                     for p in ("fp32", "bf16")]
         off = np.abs(pictures[0] - pictures[1])  # each within a level or two of exact
         assert off.max() <= 2 and np.mean(off >= 2) < 1e-3
+
+
+@pytest.mark.parametrize("cin, cout, kernel, stride", [(96, 3, 5, 2), (8, 4, 3, 2), (6, 5, 5, 1)])
+def test_sub_pixel_convolution_is_the_transposed_one(cin, cout, kernel, stride):
+    """The synthesis' last layer as a convolution and pixel_shuffle gives the transposed
+    convolution's output to fp32 rounding, at the model's shape and others."""
+    torch.manual_seed(0)
+    deconv = torch.nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=kernel // 2,
+                                      output_padding=stride - 1)
+    x = torch.randn(1, cin, 7, 9)
+    with torch.no_grad():
+        expected = deconv(x)
+        torch.testing.assert_close(compute.SubPixel(deconv)(x), expected, rtol=0, atol=1e-5)
+    assert expected.shape[-2:] == (7 * stride, 9 * stride)
+
+
+def test_a_transposed_convolution_that_is_not_a_pure_upscaling_is_refused():
+    deconv = torch.nn.ConvTranspose2d(4, 4, 5, stride=2, padding=2)  # 2H - 1 rows out
+    with pytest.raises(ValueError, match="does not scale its input by exactly its stride"):
+        compute.SubPixel(deconv)
