@@ -103,12 +103,16 @@ def code_latents(codec, y, z, device=torch.device("cpu")):
 
 
 def pixels(codec, s, mean, quality, width, height, transforms=None):
-    """Synthesis from the residuals and the prior mean → H×W×3 uint8."""
+    """Synthesis from the residuals and the prior mean → H×W×3 uint8. ŷ = s + μ is formed tile
+    by tile, never whole (240 MB for a 24 MP image's y in float64)."""
     transforms = transforms or compute.transforms(codec.model)
     _, inverse_gain = codec.model.gains(codec.model.position(quality))
+
+    def synthesis(s_tile, mean_tile):
+        return transforms.synthesis(s_tile.double().add_(mean_tile), inverse_gain)
+
     with torch.no_grad():
-        x_hat = by_tiles(lambda tile: transforms.synthesis(tile, inverse_gain),
-                         torch.from_numpy(s).double().add_(mean), 1, Y_CELL, Y_CELL)
+        x_hat = by_tiles(synthesis, (torch.from_numpy(s), mean), 1, Y_CELL, Y_CELL)
     return x_hat[0, :, :height, :width].permute(1, 2, 0).numpy()
 
 

@@ -159,31 +159,38 @@ def group_bounds(groups):
     return list(zip([0] + ends[:-1], ends))
 
 
-def context_passes(nets, groups, hyper, decide):
+def context_passes(nets, groups, hyper, decide, keep=True):
     """The space-channel context (He et al. 2022, "ELIC"): y's channels are split into `groups`,
     coded one after the other, each in two checkerboard passes. The one wiring shared by
     training, the rate estimate and the exact coder (prior.py runs it over integer networks).
 
-    Group k's prior starts from the hyperprior's mean and raw scale of its channels (`hyper`:
-    [B, 2M, H, W], all means then all raw scales), corrected by `channel_context[k-1]` from the
-    decoded groups before it: final for its anchors. Its non-anchors add `fusion[k]` of that and
-    of `spatial_context[k]` over the group's decoded anchors (`nets.refine`, which the exact
-    networks compute tile by tile). `decide(k, params, anchors_only)` returns ŷ of group k from
-    its prior [B, 2M_k, H, W] (only the anchors count when `anchors_only`). Returns every
-    group's prior, [mean, raw scale] per group."""
+    Group k's prior starts from the hyperprior's mean and raw scale of its channels (from
+    `hyper` by `nets.hyperprior`), corrected by `channel_context[k-1]` from the
+    decoded groups before it (`nets.condition`): final for its anchors. Its non-anchors add
+    `fusion[k]` of that and of `spatial_context[k]` over the group's decoded anchors
+    (`nets.refine`); the exact networks compute both tile by tile, over the prior in place.
+    `decide(k, params, anchors_only)` returns ŷ of group k from its prior [B, 2M_k, H, W] (only
+    the anchors count when `anchors_only`). Returns every group's prior, [mean, raw scale] per
+    group, or nothing unless `keep` (the coder reads each in `decide`: holding them all would
+    double what a large image's prior takes)."""
     mask = anchors(*hyper.shape[2:], hyper.device)
-    mean, raw = hyper.chunk(2, dim=1)
     decoded, priors = [], []
     for k, (first, end) in enumerate(group_bounds(groups)):
-        # (One group covers all of y: its prior is the hyperprior as it is, no copy.)
-        params = hyper if len(groups) == 1 else torch.cat(
-            [mean[:, first:end], raw[:, first:end]], dim=1)
+        params = nets.hyperprior(hyper, first, end)
         if k:
-            params = params + nets.channel_context[k - 1](torch.cat(decoded, dim=1))
+            params = nets.condition(k, params, torch.cat(decoded, dim=1))
         params = nets.refine(k, params, torch.where(mask, decide(k, params, True), 0))
         decoded.append(decide(k, params, False))
-        priors.append(params)
-    return priors
+        if keep:
+            priors.append(params)
+    return priors if keep else None
+
+
+def conditioned(nets, k, params, earlier):
+    """Group k's prior [B, 2M_k, H, W] corrected by `channel_context[k-1]` of the decoded groups
+    before it (`earlier`). Pointwise in `params`, which the exact networks overwrite tile by
+    tile."""
+    return params + nets.channel_context[k - 1](earlier)
 
 
 def refined(nets, k, params, anchor_hat):
@@ -285,6 +292,18 @@ class VAE(nn.Module):
             return torch.exp(table[low] * (1 - t) + table[high] * t)[:, :, None, None]
 
         return interpolate(self.log_gain), interpolate(self.log_inverse_gain)
+
+    def hyperprior(self, hyper, first, end):
+        """The hyper-synthesis' output [B, 2M, H, W] (all means, then all raw scales) → the
+        prior of channels first..end, [B, 2(end - first), H, W]."""
+        if (first, end) == (0, self.m):
+            return hyper  # one group covers all of y: as it is, no copy
+        mean, raw = hyper.chunk(2, dim=1)
+        return torch.cat([mean[:, first:end], raw[:, first:end]], dim=1)
+
+    def condition(self, k, params, earlier):
+        """context_passes' correction of group k from the groups before it (`conditioned`)."""
+        return conditioned(self, k, params, earlier)
 
     def refine(self, k, params, anchor_hat):
         """context_passes' correction of group k at its non-anchors (`refined`)."""

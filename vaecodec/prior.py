@@ -21,6 +21,7 @@ The mean μ comes out as a multiple of 2^-ACTIVATION_BITS, and so does every ŷ 
 context reads.
 """
 
+import copy
 from contextlib import contextmanager
 
 import numpy as np
@@ -28,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import (Y_CELL, Z_CELL, anchors, context_passes, decoded, join_groups,
-                    refined)
+from .model import (Y_CELL, Z_CELL, anchors, conditioned, context_passes, decoded, group_bounds,
+                    join_groups, refined)
 from . import tiles
 
 WEIGHT_BITS = 20
@@ -178,17 +179,28 @@ class _ExactNetworks:
     that model.context_passes runs unchanged over them."""
 
     def __init__(self, model, device):
-        self.channel_context = [_tiled(_integer_network(net, ACTIVATION_BITS, device))
+        # These run inside the tiles of `condition` and `refine`.
+        self.channel_context = [_integer_network(net, ACTIVATION_BITS, device)
                                 for net in model.channel_context]
-        # These two run inside `refine`'s tiles.
         self.spatial_context = [_NonAnchorConv(net, ACTIVATION_BITS, device)
                                 for net in model.spatial_context]
         self.fusion = [_pointwise_at_non_anchors(net, device) for net in model.fusion]
 
+    def hyperprior(self, hyper, first, end):
+        """Group first..end's prior: a view of the exact hyperprior, whose channels come group
+        by group (ExactPrior.hyper), so that the passes correct it in place without a copy."""
+        return hyper[:, 2 * first:2 * end]
+
+    # Both corrections tile by tile, written over `params`: their intermediates stay the size of
+    # a tile, and no second prior of the group is held (hundreds of MB on a 24 MP image). Both
+    # are pointwise in `params`, so each tile reads it only where it writes.
+
+    def condition(self, k, params, earlier):
+        """model.conditioned, tile by tile in place."""
+        return _tiled(lambda *pair: conditioned(self, k, *pair))((params, earlier), out=params)
+
     def refine(self, k, params, anchor_hat):
-        """model.refined tile by tile, written over `params`: its intermediates stay the size of
-        a tile, and no second prior of the group is held (hundreds of MB on a 24 MP image). The
-        fusion is pointwise, so each tile reads `params` only where it writes."""
+        """model.refined, tile by tile in place."""
         return _tiled(lambda *pair: refined(self, k, *pair))((params, anchor_hat), out=params)
 
 
@@ -200,6 +212,19 @@ def _exactly():
         yield
 
 
+def _group_major(model):
+    """The hyper-synthesis with its output channels in the order the passes read them: each
+    channel group's means, then its raw scales (the model gives all means, then all raw scales).
+    The same integers: each output channel is its own sum, and the input's clamp is set by the
+    largest over all of them whatever their order."""
+    order = [channel for first, end in group_bounds(model.groups)
+             for channel in (*range(first, end), *range(model.m + first, model.m + end))]
+    network = copy.deepcopy(model.hyper_synthesis)
+    last = network[-1]
+    last.weight, last.bias = (nn.Parameter(p.detach()[order]) for p in (last.weight, last.bias))
+    return network
+
+
 class ExactPrior:
     """The mean μ and the table index of every element of y: `hyper` from the integer
     hyper-latent z, then `passes` through the context, group by group. Both work on integers in
@@ -208,33 +233,35 @@ class ExactPrior:
     def __init__(self, model, device=torch.device("cpu")):
         self.groups = model.groups
         self.device = device
-        self._hyper = _integer_network(model.hyper_synthesis, 0, device)
+        self._hyper = _integer_network(_group_major(model), 0, device)
         self._networks = _ExactNetworks(model, device)
         self.thresholds = torch.tensor(SCALE_THRESHOLDS, dtype=torch.float64, device=device)
 
     def hyper(self, z):
         """z: int64 array [1, N, h, w] → the hyperprior's output [1, 2M, 4h, 4w]: mean and raw
-        scale of every element of y."""
+        scale of every element of y, group by group (_group_major)."""
         z = torch.from_numpy(np.asarray(z, dtype=np.float64)).to(self.device)
         with _exactly():
             return tiles.by_tiles(self._hyper, z, 1, Z_CELL // Y_CELL, Z_CELL)
 
-    def passes(self, hyper, decide):
+    def passes(self, hyper, decide, keep=False):
         """model.context_passes in exact arithmetic: `decide(k, params, anchors_only)` gets
         group k's prior in units and returns its ŷ (float64 multiples of 2^-ACTIVATION_BITS, on
-        any device). To hold less at once, the passes work in place: they overwrite `hyper` and
-        each ŷ that `decide` returns, which must be a new tensor."""
+        any device); the priors come back only if `keep`. To hold less at once, the passes work
+        in place: they overwrite `hyper` and each ŷ that `decide` returns, which must be a new
+        tensor."""
         def decide_in_units(k, params, anchors_only):
             y_hat = decide(k, params, anchors_only).to(self.device)
             return y_hat.mul_(2.0 ** ACTIVATION_BITS)
 
         with _exactly():
-            return context_passes(self._networks, self.groups, hyper, decide_in_units)
+            return context_passes(self._networks, self.groups, hyper, decide_in_units, keep)
 
     def prior(self, hyper, y_hat):
         """The prior of every element given all of ŷ (its teacher-forced value, for checks)."""
         teacher = decoded(y_hat, self.groups)
-        return join_groups(self.passes(hyper.clone(), lambda *pass_: teacher(*pass_).clone()))
+        return join_groups(self.passes(hyper.clone(), lambda *pass_: teacher(*pass_).clone(),
+                                       keep=True))
 
     def split(self, params):
         """Prior output → (μ: float64 tensor [1, C, H, W] on the CPU, table index: uint8 array,
