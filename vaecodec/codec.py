@@ -59,8 +59,8 @@ def residual_passes(codec, z, residuals, device=torch.device("cpu")):
     the encoder computes and codes them, the decoder decodes them. The prior's networks run on
     `device`, the coding on the CPU. Returns (s, μ, table)."""
     prior = codec.prior_on(device)
-    hyper = prior.hyper(z)
-    shape = (1, hyper.shape[1] // 2, *hyper.shape[2:])
+    cells = Z_CELL // Y_CELL
+    shape = (1, codec.model.m, z.shape[2] * cells, z.shape[3] * cells)
     s = np.zeros(shape, dtype=np.int32)  # the coder's values are below 2^17 in magnitude
     mean = torch.zeros(shape, dtype=torch.float64)
     table = np.zeros(shape, dtype=np.uint8)
@@ -75,7 +75,7 @@ def residual_passes(codec, z, residuals, device=torch.device("cpu")):
         s[where] = residuals(where, mean, table)
         return torch.from_numpy(s[:, first:end]) + mean[:, first:end]
 
-    prior.passes(hyper, decide)
+    prior.passes(prior.hyper(z), decide)
     return s, mean, table
 
 

@@ -164,19 +164,19 @@ def context_passes(nets, groups, hyper, decide, keep=True):
     coded one after the other, each in two checkerboard passes. The one wiring shared by
     training, the rate estimate and the exact coder (prior.py runs it over integer networks).
 
-    Group k's prior starts from the hyperprior's mean and raw scale of its channels (from
-    `hyper` by `nets.hyperprior`), corrected by `channel_context[k-1]` from the
-    decoded groups before it (`nets.condition`): final for its anchors. Its non-anchors add
-    `fusion[k]` of that and of `spatial_context[k]` over the group's decoded anchors
-    (`nets.refine`); the exact networks compute both tile by tile, over the prior in place.
+    Group k's prior starts from the hyperprior's mean and raw scale of its channels
+    (`nets.hyperprior` of `hyper`), corrected by `channel_context[k-1]` from the decoded groups
+    before it (`nets.condition`): final for its anchors. Its non-anchors add `fusion[k]` of that
+    and of `spatial_context[k]` over the group's decoded anchors (`nets.refine`). The exact
+    networks compute both corrections tile by tile, over the prior in place.
     `decide(k, params, anchors_only)` returns ŷ of group k from its prior [B, 2M_k, H, W] (only
     the anchors count when `anchors_only`). Returns every group's prior, [mean, raw scale] per
     group, or nothing unless `keep` (the coder reads each in `decide`: holding them all would
     double what a large image's prior takes)."""
-    mask = anchors(*hyper.shape[2:], hyper.device)
     decoded, priors = [], []
-    for k, (first, end) in enumerate(group_bounds(groups)):
-        params = nets.hyperprior(hyper, first, end)
+    for k in range(len(groups)):
+        params = nets.hyperprior(hyper, k)
+        mask = anchors(*params.shape[2:], params.device)
         if k:
             params = nets.condition(k, params, torch.cat(decoded, dim=1))
         params = nets.refine(k, params, torch.where(mask, decide(k, params, True), 0))
@@ -293,12 +293,12 @@ class VAE(nn.Module):
 
         return interpolate(self.log_gain), interpolate(self.log_inverse_gain)
 
-    def hyperprior(self, hyper, first, end):
+    def hyperprior(self, hyper, k):
         """The hyper-synthesis' output [B, 2M, H, W] (all means, then all raw scales) → the
-        prior of channels first..end, [B, 2(end - first), H, W]."""
-        if (first, end) == (0, self.m):
+        prior of channel group k, [B, 2M_k, H, W]."""
+        if len(self.groups) == 1:
             return hyper  # one group covers all of y: as it is, no copy
-        mean, raw = hyper.chunk(2, dim=1)
+        (first, end), (mean, raw) = group_bounds(self.groups)[k], hyper.chunk(2, dim=1)
         return torch.cat([mean[:, first:end], raw[:, first:end]], dim=1)
 
     def condition(self, k, params, earlier):

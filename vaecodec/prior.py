@@ -186,10 +186,11 @@ class _ExactNetworks:
                                 for net in model.spatial_context]
         self.fusion = [_pointwise_at_non_anchors(net, device) for net in model.fusion]
 
-    def hyperprior(self, hyper, first, end):
-        """Group first..end's prior: a view of the exact hyperprior, whose channels come group
-        by group (ExactPrior.hyper), so that the passes correct it in place without a copy."""
-        return hyper[:, 2 * first:2 * end]
+    def hyperprior(self, hyper, k):
+        """Group k's prior: its block of the exact hyperprior (ExactPrior.hyper), handed over:
+        the passes correct it in place, and it is freed once the group is coded."""
+        block, hyper[k] = hyper[k], None
+        return block
 
     # Both corrections tile by tile, written over `params`: their intermediates stay the size of
     # a tile, and no second prior of the group is held (hundreds of MB on a 24 MP image). Both
@@ -238,18 +239,21 @@ class ExactPrior:
         self.thresholds = torch.tensor(SCALE_THRESHOLDS, dtype=torch.float64, device=device)
 
     def hyper(self, z):
-        """z: int64 array [1, N, h, w] → the hyperprior's output [1, 2M, 4h, 4w]: mean and raw
-        scale of every element of y, group by group (_group_major)."""
+        """z: int64 array [1, N, h, w] → the hyperprior of each channel group, [1, 2M_k, 4h, 4w]:
+        the mean and raw scale of each element of its channels. One tensor per group, so that
+        the passes free each once its group is coded."""
         z = torch.from_numpy(np.asarray(z, dtype=np.float64)).to(self.device)
+        sizes = [2 * size for size in self.groups]
         with _exactly():
-            return tiles.by_tiles(self._hyper, z, 1, Z_CELL // Y_CELL, Z_CELL)
+            return list(tiles.by_tiles(lambda tile: self._hyper(tile).split(sizes, dim=1), z, 1,
+                                       Z_CELL // Y_CELL, Z_CELL))
 
     def passes(self, hyper, decide, keep=False):
         """model.context_passes in exact arithmetic: `decide(k, params, anchors_only)` gets
         group k's prior in units and returns its ŷ (float64 multiples of 2^-ACTIVATION_BITS, on
         any device); the priors come back only if `keep`. To hold less at once, the passes work
-        in place: they overwrite `hyper` and each ŷ that `decide` returns, which must be a new
-        tensor."""
+        in place: they take the blocks of `hyper` out of its list and overwrite them, and each ŷ
+        that `decide` returns, which must be a new tensor."""
         def decide_in_units(k, params, anchors_only):
             y_hat = decide(k, params, anchors_only).to(self.device)
             return y_hat.mul_(2.0 ** ACTIVATION_BITS)
@@ -260,8 +264,8 @@ class ExactPrior:
     def prior(self, hyper, y_hat):
         """The prior of every element given all of ŷ (its teacher-forced value, for checks)."""
         teacher = decoded(y_hat, self.groups)
-        return join_groups(self.passes(hyper.clone(), lambda *pass_: teacher(*pass_).clone(),
-                                       keep=True))
+        return join_groups(self.passes([block.clone() for block in hyper],
+                                       lambda *pass_: teacher(*pass_).clone(), keep=True))
 
     def split(self, params):
         """Prior output → (μ: float64 tensor [1, C, H, W] on the CPU, table index: uint8 array,

@@ -15,30 +15,35 @@ MARGIN = 4  # grid cells of context on each side of a tile
 def by_tiles(transform, source, in_unit, out_unit, cell, out=None):
     """Apply `transform` to overlapping tiles of `source` [1, C, H, W] (or of each tensor of a
     tuple of such, passed to `transform` as that many arguments) and stitch the interiors, into
-    `out` when given. `out` may be a source when the transform is pointwise in it: a tile's
-    interior then reads only its own elements, which no other tile writes.
+    `out` when given; a transform that returns a tuple of tiles gives a tuple of results.
+    `out` may be a source when the transform is pointwise in it: a tile's interior then reads
+    only its own elements, which no other tile writes.
 
     The tiles are laid out on a grid whose cells are `cell` image pixels, `in_unit` elements of
     the source and `out_unit` elements of the result."""
     sources = source if isinstance(source, tuple) else (source,)
     tile = TILE_PIXELS // cell
     rows, cols = sources[0].shape[2] // in_unit, sources[0].shape[3] // in_unit
-    result = out
+    results = None if out is None else (out,)
     for top in range(0, rows, tile):
         for left in range(0, cols, tile):
             r0, c0 = max(top - MARGIN, 0), max(left - MARGIN, 0)
             r1, c1 = min(top + tile + MARGIN, rows), min(left + tile + MARGIN, cols)
-            piece = transform(*(s[:, :, r0 * in_unit:r1 * in_unit, c0 * in_unit:c1 * in_unit]
-                                for s in sources))
-            if result is None:
-                result = piece.new_empty(1, piece.shape[1], rows * out_unit, cols * out_unit)
+            pieces = transform(*(s[:, :, r0 * in_unit:r1 * in_unit, c0 * in_unit:c1 * in_unit]
+                                 for s in sources))
+            several = isinstance(pieces, tuple)
+            pieces = pieces if several else (pieces,)
+            if results is None:
+                results = tuple(piece.new_empty(1, piece.shape[1], rows * out_unit,
+                                                cols * out_unit) for piece in pieces)
             h, w = min(tile, rows - top) * out_unit, min(tile, cols - left) * out_unit
             dy, dx = (top - r0) * out_unit, (left - c0) * out_unit
-            result[:, :, top * out_unit:top * out_unit + h, left * out_unit:left * out_unit + w] = \
-                piece[:, :, dy:dy + h, dx:dx + w]
+            for result, piece in zip(results, pieces):
+                result[:, :, top * out_unit:top * out_unit + h,
+                       left * out_unit:left * out_unit + w] = piece[:, :, dy:dy + h, dx:dx + w]
     if rows > tile or cols > tile:
         _release_freed_memory()
-    return result
+    return results if several else results[0]
 
 
 def _malloc_trim():
