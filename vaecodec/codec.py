@@ -109,7 +109,7 @@ def pixels(codec, s, mean, quality, width, height, transforms=None):
     _, inverse_gain = codec.model.gains(codec.model.position(quality))
 
     def synthesis(s_tile, mean_tile):
-        return transforms.synthesis(s_tile.double().add_(mean_tile), inverse_gain)
+        return transforms.synthesis(mean_tile + s_tile, inverse_gain)
 
     with torch.no_grad():
         x_hat = by_tiles(synthesis, (torch.from_numpy(s), mean), 1, Y_CELL, Y_CELL)

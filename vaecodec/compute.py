@@ -114,7 +114,10 @@ class SubPixel:
 
     def __init__(self, deconv):
         (s, _), (p, _), (k, _) = deconv.stride, deconv.padding, deconv.kernel_size
-        if k - 2 * p + deconv.output_padding[0] != s:
+        square = all(len(set(v)) == 1 for v in (deconv.stride, deconv.padding,
+                                                 deconv.kernel_size, deconv.output_padding))
+        if (not square or deconv.dilation != (1, 1) or deconv.groups != 1
+                or k - 2 * p + deconv.output_padding[0] != s):
             raise ValueError(f"{deconv} does not scale its input by exactly its stride")
         # Output s·q + r sums input q - d through tap s·d + r + p: d within ±reach.
         reach = max((k - 1 - p) // s, (s - 1 + p) // s)
@@ -126,7 +129,7 @@ class SubPixel:
             if 0 <= ky < k and 0 <= kx < k:
                 weight[:, ry, rx, :, ty, tx] = w[:, :, ky, kx].T
         self.weight = weight.flatten(0, 2)
-        self.bias = deconv.bias.detach().repeat_interleave(s * s)
+        self.bias = None if deconv.bias is None else deconv.bias.detach().repeat_interleave(s * s)
         self.stride, self.padding = s, reach
 
     def __call__(self, x):

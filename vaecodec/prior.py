@@ -222,6 +222,8 @@ def _group_major(model):
              for channel in (*range(first, end), *range(model.m + first, model.m + end))]
     network = copy.deepcopy(model.hyper_synthesis)
     last = network[-1]
+    if type(last) is not nn.Conv2d:
+        raise TypeError("the hyper-synthesis must end in a convolution (FORMAT.md)")
     last.weight, last.bias = (nn.Parameter(p.detach()[order]) for p in (last.weight, last.bias))
     return network
 

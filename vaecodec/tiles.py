@@ -24,7 +24,7 @@ def by_tiles(transform, source, in_unit, out_unit, cell, out=None):
     sources = source if isinstance(source, tuple) else (source,)
     tile = TILE_PIXELS // cell
     rows, cols = sources[0].shape[2] // in_unit, sources[0].shape[3] // in_unit
-    results = None if out is None else (out,)
+    results, several = (None if out is None else (out,)), False
     for top in range(0, rows, tile):
         for left in range(0, cols, tile):
             r0, c0 = max(top - MARGIN, 0), max(left - MARGIN, 0)
@@ -33,6 +33,8 @@ def by_tiles(transform, source, in_unit, out_unit, cell, out=None):
                                  for s in sources))
             several = isinstance(pieces, tuple)
             pieces = pieces if several else (pieces,)
+            if len(pieces) != len(results or pieces):
+                raise ValueError("a transform with several outputs takes no `out`")
             if results is None:
                 results = tuple(piece.new_empty(1, piece.shape[1], rows * out_unit,
                                                 cols * out_unit) for piece in pieces)
