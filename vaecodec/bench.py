@@ -58,11 +58,11 @@ def bd_rate(rate_a, quality_a, rate_b, quality_b):
     return float((np.exp(integrals[1] - integrals[0]) - 1) * 100)
 
 
-def _vaecodec():
+def _vaecodec(effort=0):
     from . import codec  # torch: imported only when vaecodec itself is measured
 
     def encode(rgb, quality):
-        return codec.compress(rgb, quality)
+        return codec.compress(rgb, quality, effort=effort)
 
     def decode(data):
         return np.asarray(codec.decompress(data))
@@ -98,12 +98,12 @@ SETTING_NAMES = {"vaecodec": "quality", "jpeg": "quality", "webp": "quality",
                  "jpeg2000": "target PSNR"}
 
 
-def measure(images, codecs=CODECS, qualities=None, progress=None):
+def measure(images, codecs=CODECS, qualities=None, progress=None, effort=0):
     """Raw per-image, per-setting results: {codec: [{setting, image, bytes, bpp, psnr, ms_ssim,
-    encode_s, decode_s}, …]}."""
+    encode_s, decode_s}, …]}; vaecodec compresses at `effort`."""
     results = {}
     for name in codecs:
-        settings, encode, decode = _vaecodec() if name == "vaecodec" else _classical(name)
+        settings, encode, decode = _vaecodec(effort) if name == "vaecodec" else _classical(name)
         if name == "vaecodec" and qualities:
             settings = tuple(qualities)
         rows = results[name] = []
@@ -197,7 +197,9 @@ def markdown(summary, info):
                      + " | ".join("n/a" if c is None else f"{c:+.1f} %" for c in cells) + " |")
     lines += ["", "Negative BD-rate: vaecodec needs that much less rate for the same quality.", ""]
     for name, curve in summary["curves"].items():
-        lines += [f"### {name} ({SETTING_NAMES[name]})", "",
+        setting = SETTING_NAMES[name] + (f", effort {info['effort']}" if name == "vaecodec"
+                                         and info.get("effort") else "")
+        lines += [f"### {name} ({setting})", "",
                   "| setting | bpp | PSNR dB | MS-SSIM | encode s | decode s |",
                   "|---:|---:|---:|---:|---:|---:|"]
         for p in curve:
@@ -229,14 +231,16 @@ def plot(summary, path):
     plt.close(figure)
 
 
-def run(folder, out_dir, codecs=CODECS, qualities=None, max_images=None, progress=None):
+def run(folder, out_dir, codecs=CODECS, qualities=None, max_images=None, progress=None,
+        effort=0):
     """Measure, summarize and write results.json, results.md and rd.png into out_dir."""
     images = load_images(folder, max_images)
     if not images:
         raise ValueError(f"no images in {folder}")
-    results = measure(images, codecs, qualities, progress)
+    results = measure(images, codecs, qualities, progress, effort)
     summary = summarize(results)
-    info = {"folder": str(folder), "images": len(images), "versions": versions()}
+    info = {"folder": str(folder), "images": len(images), "effort": effort,
+            "versions": versions()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(

@@ -32,8 +32,8 @@ INPUTS = ("bytes", "image", "path")
 def compress(images, quality=None, *, max_pixels=MAX_PIXELS, **options):
     """A Dataset of images (or a list of image file paths) → a Dataset with the columns
     `output` (`.vae` bytes), `error` and `notes` beside the input's other columns. `quality`
-    (default 75) and `options` (target_bpp, target_psnr, max_bytes, strict, strip) are those of
-    `vaecodec.compress`.
+    (default 75) and `options` (target_bpp, target_psnr, max_bytes, strict, strip, effort) are
+    those of `vaecodec.compress`.
 
     Rows from a list of paths keep its order when the result is iterated."""
     return _convert(images, partial(files.compress, quality=quality, max_pixels=max_pixels,

@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 import torch
 
-from . import compute, entropy, images, rate, weights
+from . import compute, entropy, images, rate, refine, weights
 from .bench import psnr
 from .bitstream import MAX_METADATA, MAX_PIXELS, STRIDE, Bitstream, quality_code
 from .errors import CodecError
@@ -35,11 +35,16 @@ def analyse(codec, rgb, transforms=None):
     """An H×W×3 uint8 image → the analysis transform's output before the gain (float32). It does
     not depend on the quality, so rate control computes it once and tries qualities on it."""
     transforms = transforms or compute.transforms(codec.model)
-    height, width = rgb.shape[:2]
-    padded = np.pad(rgb, ((0, -height % STRIDE), (0, -width % STRIDE), (0, 0)), mode="edge")
     with torch.no_grad():
-        return by_tiles(transforms.analysis, torch.from_numpy(padded).permute(2, 0, 1)[None],
-                        Y_CELL, 1, Y_CELL)
+        return by_tiles(transforms.analysis, padded(rgb), Y_CELL, 1, Y_CELL)
+
+
+def padded(rgb):
+    """An H×W×3 uint8 image → uint8 [1, 3, H', W'], its edges repeated up to a multiple of
+    STRIDE."""
+    height, width = rgb.shape[:2]
+    rgb = np.pad(rgb, ((0, -height % STRIDE), (0, -width % STRIDE), (0, 0)), mode="edge")
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None]
 
 
 def at_quality(codec, features, quality, in_place=False):
@@ -123,15 +128,17 @@ def z_channel_tables(z_shape):
 
 
 def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_bytes=None,
-             strict=False, strip=False, weights_path=None, max_pixels=MAX_PIXELS, device="auto",
-             precision="auto"):
+             strict=False, strip=False, effort=0, weights_path=None, max_pixels=MAX_PIXELS,
+             device="auto", precision="auto"):
     """Compress a PIL image or H×W[×C] uint8 array to `.vae` bytes.
 
     Give at most one of: `quality` 1 (smallest) … 100 (best), default 75; `target_bpp` (bits per
     pixel of the file, within 3 %), `target_psnr` (dB over RGB, within 0.1 dB) or `max_bytes`
     (at most that, and no more than 5 % below), which search the quality (`rate.search`: out of
     reach, the nearest file and a TargetWarning; with `strict`, a CodecError). A PIL image's ICC
-    profile and EXIF are kept unless `strip`. The transforms run on `device` ('auto': CUDA
+    profile and EXIF are kept unless `strip`. `effort` 1 … 9 refines the latents for this image
+    (refine.py: smaller files at the same quality, 10·effort gradient steps; 0, the default:
+    the analysis transform's latents as they are). The transforms run on `device` ('auto': CUDA
     when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner layers on a CPU that does
     bf16 natively, 'bf16', 'fp32'), and so does the prior, exactly: the same file on any device.
     """
@@ -142,6 +149,9 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
         raise CodecError("give at most one of quality, target_bpp, target_psnr and max_bytes")
     if not targets:
         quality = quality_code(DEFAULT_QUALITY if quality is None else quality) / 100
+    if not 0 <= effort <= refine.MAX_EFFORT or effort != int(effort):
+        raise CodecError(f"effort must be a whole number from 0 to {refine.MAX_EFFORT}, "
+                         f"not {effort}")
     rgb, alpha, mode, metadata = images.split_channels(image, max_pixels)
     del image  # copied into rgb: a caller that hands it over holds a large photo once, not twice
     codec = weights.load(weights_path)
@@ -156,14 +166,17 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     def encode(quality, last=False):
         """(file bytes, the residuals and their means) at this quality; `last`: the features
         are not needed again."""
-        z, s, mean, _, y_section = code_latents(
-            codec, *at_quality(codec, features, quality, in_place=last), transforms.device)
+        y, z = at_quality(codec, features, quality, in_place=last)
+        if effort:
+            y = refine.refine(transforms, y, z, padded(rgb), width, height, quality, effort)
+        z, s, mean, _, y_section = code_latents(codec, y, z, transforms.device)
         z_section = entropy.encode(z, z_channel_tables(z.shape), codec.z_tables)
         data = Bitstream(quality=quality, z=z_section, y=y_section, **sections).to_bytes()
         return data, s, mean
 
     if not targets:
-        del rgb  # not needed by the coding: 72 MB of a 24 MP photo
+        if not effort:
+            del rgb  # not needed by the coding: 72 MB of a 24 MP photo
         return encode(quality, last=True)[0]
     target, = targets
 

@@ -28,7 +28,8 @@ def read(path):
 
 def compress(data, quality=None, max_pixels=MAX_PIXELS, **options):
     """Image file bytes (or an H×W[×C] uint8 array) → `.vae` bytes; `options` are
-    `codec.compress`'s (target_bpp, target_psnr, max_bytes, strict, strip, device, precision)."""
+    `codec.compress`'s (target_bpp, target_psnr, max_bytes, strict, strip, effort, device,
+    precision)."""
     from .codec import compress as encode
     from .images import read_image
 

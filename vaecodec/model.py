@@ -217,6 +217,16 @@ def join_groups(priors):
     return torch.cat(means + raws, dim=1)
 
 
+def _log_interpolated(table, position):
+    """exp of `table`'s rows ([levels, C]) interpolated linearly at each position ([B] floats)
+    → [B, C]; positions below 0 extrapolate from the first two rows."""
+    position = position.to(table.device, torch.float32)
+    low = position.floor().long().clamp(0, len(table) - 1)
+    high = (low + 1).clamp(max=len(table) - 1)
+    t = (position - low)[:, None]
+    return torch.exp(table[low] * (1 - t) + table[high] * t)
+
+
 class VAE(nn.Module):
     """Mean-scale hyperprior VAE with a space-channel context and gain units. N: width of the
     analysis and hyper transforms, M: latent channels, `synthesis`: the synthesis' widths from
@@ -283,15 +293,14 @@ class VAE(nn.Module):
         """Gain and inverse gain for each position into the λ (tensor [B] of floats) → [B, M, 1, 1]
         each; fractional positions interpolate in log space, negative ones extrapolate from the
         first two."""
-        position = position.to(self.log_gain.device, torch.float32)
-        low = position.floor().long().clamp(0, len(self.lambdas) - 1)
-        high = (low + 1).clamp(max=len(self.lambdas) - 1)
-        t = (position - low)[:, None]
+        return (_log_interpolated(self.log_gain, position)[:, :, None, None],
+                _log_interpolated(self.log_inverse_gain, position)[:, :, None, None])
 
-        def interpolate(table):
-            return torch.exp(table[low] * (1 - t) + table[high] * t)[:, :, None, None]
-
-        return interpolate(self.log_gain), interpolate(self.log_inverse_gain)
+    def trade_off(self, position):
+        """λ at each position ([B]), interpolated like the gains: what the encoder's refinement
+        weighs distortion with at a quality between the trained ones."""
+        lambdas = torch.tensor(self.lambdas, device=self.log_gain.device).log()[:, None]
+        return _log_interpolated(lambdas, position)[:, 0]
 
     def hyperprior(self, hyper, k):
         """The hyper-synthesis' output [B, 2M, H, W] (all means, then all raw scales) → the
@@ -327,20 +336,51 @@ class VAE(nn.Module):
         gain, inverse_gain = self.gains(position)
         y = self.analysis(x).float() * gain
         z = self.hyper_analysis(y).float()
-        slices = [y[:, first:end] for first, end in group_bounds(self.groups)]
         # Under mixed precision the transforms run in bf16 but the prior of y and the rate terms
         # stay in fp32: the coder's tables and means come from them.
         with torch.autocast(x.device.type, enabled=False):
             z_hat = rounded(z)
             z_noisy = z + torch.rand_like(z) - 0.5
             z_bits = -torch.log2(self.z_prior.likelihood(z_noisy).clamp_min(1e-9))
-            priors = context_passes(
-                self, self.groups, self.hyper_synthesis(z_hat),
-                lambda k, params, anchors_only: rounded(slices[k], params.chunk(2, dim=1)[0]))
-            mean, scale = mean_scale(join_groups(priors))
-            y_noisy = y + torch.rand_like(y) - 0.5
-            y_bits = -torch.log2(gaussian_likelihood(y_noisy - mean, scale).clamp_min(1e-9))
-            y_hat = rounded(y, mean)
+            y_hat, y_bits = self.quantized(y, self.hyper_synthesis(z_hat), MIXED_QUANTIZATION)
         x_hat = self.synthesis(y_hat * inverse_gain)
         bits = y_bits.sum(dim=(1, 2, 3)) + z_bits.sum(dim=(1, 2, 3))
         return x_hat.float(), bits
+
+    def quantized(self, y, hyper, quantization):
+        """ŷ and the bits of each element of y, under the context prior that starts from the
+        hyper-synthesis output `hyper`. `quantization.decoded(v, mean, first_channel)` gives
+        what the decoders see of v (y's channels from `first_channel` on) around its mean, and
+        `quantization.rated(y, ŷ)` where the rate is measured: MIXED_QUANTIZATION in training,
+        the encoder's annealed rounding in refine.py."""
+        bounds = group_bounds(self.groups)
+        decided = []
+
+        def decide(k, params, anchors_only):
+            first, end = bounds[k]
+            y_hat = quantization.decoded(y[:, first:end], params.chunk(2, dim=1)[0], first)
+            if not anchors_only:
+                decided.append(y_hat)
+            return y_hat
+
+        mean, scale = mean_scale(join_groups(context_passes(self, self.groups, hyper, decide)))
+        y_hat = torch.cat(decided, dim=1)
+        y_rated = quantization.rated(y, y_hat)
+        return y_hat, -torch.log2(gaussian_likelihood(y_rated - mean, scale).clamp_min(1e-9))
+
+
+class MixedQuantization:
+    """Training's quantization of y (Minnen & Singh 2020): what the decoders see is rounded
+    around the mean, straight through; the rate is measured at y plus uniform noise, the
+    differentiable stand-in for rounding (Ballé et al. 2017)."""
+
+    @staticmethod
+    def decoded(v, mean, first_channel):
+        return rounded(v, mean)
+
+    @staticmethod
+    def rated(v, v_hat):
+        return v + torch.rand_like(v) - 0.5
+
+
+MIXED_QUANTIZATION = MixedQuantization()

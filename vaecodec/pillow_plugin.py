@@ -1,7 +1,7 @@
 """Pillow plugin for `.vae` files, registered on `import vaecodec` as Pillow registers its own
 formats: `Image.open("x.vae")` reads the header (size, mode, ICC profile, EXIF) and decodes the
 pixels only when they are needed; `image.save("x.vae", quality=60)` encodes, and takes the keyword
-arguments of `vaecodec.compress` (target_bpp, target_psnr, max_bytes, strict, strip).
+arguments of `vaecodec.compress` (target_bpp, target_psnr, max_bytes, strict, strip, effort).
 
 Only the container is parsed on open, so this module does not import torch.
 """
@@ -13,7 +13,8 @@ from .images import EXIF_PREFIX
 
 FORMAT = "VAE"
 MIME_TYPE = "image/x-vae"
-_SAVE_OPTIONS = ("quality", "target_bpp", "target_psnr", "max_bytes", "strict", "strip")
+_SAVE_OPTIONS = ("quality", "target_bpp", "target_psnr", "max_bytes", "strict", "strip",
+                 "effort")
 
 
 def _accept(prefix):

@@ -12,25 +12,27 @@ TILE_PIXELS = 1024  # tile side in image pixels: images up to 1024×1024 are a s
 MARGIN = 4  # grid cells of context on each side of a tile
 
 
-def by_tiles(transform, source, in_unit, out_unit, cell, out=None):
+def by_tiles(transform, source, in_unit, out_unit, cell, out=None, tile_pixels=None):
     """Apply `transform` to overlapping tiles of `source` [1, C, H, W] (or of each tensor of a
     tuple of such, passed to `transform` as that many arguments) and stitch the interiors, into
     `out` when given; a transform that returns a tuple of tiles gives a tuple of results.
     `out` may be a source when the transform is pointwise in it: a tile's interior then reads
     only its own elements, which no other tile writes.
 
-    The tiles are laid out on a grid whose cells are `cell` image pixels, `in_unit` elements of
-    the source and `out_unit` elements of the result."""
+    The tiles are `tile_pixels` image pixels square (TILE_PIXELS unless given), on a grid whose
+    cells are `cell` image pixels, `in_unit` elements of the source (or a tuple: of each
+    source) and `out_unit` elements of the result."""
     sources = source if isinstance(source, tuple) else (source,)
-    tile = TILE_PIXELS // cell
-    rows, cols = sources[0].shape[2] // in_unit, sources[0].shape[3] // in_unit
+    units = in_unit if isinstance(in_unit, tuple) else (in_unit,) * len(sources)
+    tile = (tile_pixels or TILE_PIXELS) // cell
+    rows, cols = sources[0].shape[2] // units[0], sources[0].shape[3] // units[0]
     results, several = (None if out is None else (out,)), False
     for top in range(0, rows, tile):
         for left in range(0, cols, tile):
             r0, c0 = max(top - MARGIN, 0), max(left - MARGIN, 0)
             r1, c1 = min(top + tile + MARGIN, rows), min(left + tile + MARGIN, cols)
-            pieces = transform(*(s[:, :, r0 * in_unit:r1 * in_unit, c0 * in_unit:c1 * in_unit]
-                                 for s in sources))
+            pieces = transform(*(s[:, :, r0 * u:r1 * u, c0 * u:c1 * u]
+                                 for s, u in zip(sources, units)))
             several = isinstance(pieces, tuple)
             pieces = pieces if several else (pieces,)
             if len(pieces) != len(results or pieces):
