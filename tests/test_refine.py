@@ -1,5 +1,5 @@
 """The encoder's refinement of the latents (`compress --effort`): a lower rate–distortion cost in
-files that the unchanged decoder reads, tile by tile as whole, the same bytes every time."""
+files that the unchanged decoder reads, tile by tile as whole, from every entry point."""
 
 import numpy as np
 import pytest
@@ -7,9 +7,8 @@ import torch
 from PIL import Image
 
 import vaecodec
-from vaecodec import refine, weights
+from vaecodec import codec, compute, refine, weights
 from vaecodec.bitstream import Bitstream
-from vaecodec.cli import main
 
 from conftest import SAMPLE, psnr
 from test_cli import run
@@ -48,26 +47,53 @@ def test_refinement_lowers_the_cost_of_the_decoded_file(larger_photo, tile_pixel
         larger_photo, vaecodec.decompress(plain)) - 0.05
 
 
-def test_refinement_gives_the_same_bytes_every_time(photo):
-    assert vaecodec.compress(photo, QUALITY, effort=1) == vaecodec.compress(photo, QUALITY,
-                                                                             effort=1)
+def test_the_command_and_pillow_give_the_python_call_s_file(photo, tmp_path):
+    """--effort and Pillow's save(effort=…) reach the codec: the same bytes as the Python call
+    (same process, so the same threads: the refinement's float steps are seeded)."""
+    expected = vaecodec.compress(photo, QUALITY, effort=1)
+    assert vaecodec.compress(photo, QUALITY, effort=1) == expected
+    photo.save(tmp_path / "photo.png")
+    result = run("compress", tmp_path / "photo.png", "-q", QUALITY, "--effort", "1")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "photo.vae").read_bytes() == expected
+    photo.save(tmp_path / "pillow.vae", quality=QUALITY, effort=1)
+    assert (tmp_path / "pillow.vae").read_bytes() == expected
+
+
+def test_refine_leaves_its_input_as_it_is(larger_photo, monkeypatch):
+    """Every tile starts from the analysis' y, not from a neighbour's refined margin."""
+    monkeypatch.setattr(refine, "TILE_PIXELS", 128)
+    loaded = weights.load()
+    rgb = np.asarray(larger_photo)
+    y, z = codec.at_quality(loaded, codec.analyse(loaded, rgb), QUALITY)
+    before = y.clone()
+    refined = refine.refine(compute.transforms(loaded.model), y, z, codec.padded(rgb),
+                            rgb.shape[1], rgb.shape[0], QUALITY, 1)
+    assert torch.equal(y, before) and not torch.equal(refined, before)
 
 
 def test_annealed_rounding_hardens_into_rounding_around_the_mean():
-    """At a low temperature and no noise each element goes to the nearer integer around its
-    mean; the rate is that of the same values."""
+    """At a low temperature each element goes to the nearer integer around its mean, whatever
+    the noise."""
     torch.manual_seed(0)
     v, mean = torch.randn(1, 6, 5, 5) * 3, torch.randn(1, 6, 5, 5)
     v = torch.where((v - mean).frac().abs().sub(0.5).abs() < 0.05, v + 0.2, v)  # none near .5
-    rounding = refine.AnnealedRounding(1e-3, torch.zeros(1, 8, 5, 5))
-    decoded = rounding.decoded(v, mean, 2)
-    assert torch.allclose(decoded, torch.round(v - mean) + mean, atol=1e-4)
-    assert rounding.rated(v, decoded) is decoded
+    rounding = refine.AnnealedRounding(1e-3, torch.randn(1, 8, 5, 5))
+    assert torch.allclose(rounding.decoded(v, mean, 2), torch.round(v - mean) + mean, atol=1e-4)
 
 
-@pytest.mark.parametrize("effort", [-1, 10, 1.5])
+def test_annealed_rounding_reads_the_noise_of_its_own_channels():
+    """At a high temperature the noise decides: y's channels 1…6 read channels 1…6 of it."""
+    noise = torch.tensor([20.0, -20.0] * 4)[None, :, None, None].expand(1, 8, 3, 3)
+    v, mean = torch.full((1, 6, 3, 3), 0.5), torch.zeros(1, 6, 3, 3)
+    decoded = refine.AnnealedRounding(1e3, noise).decoded(v, mean, 1)
+    up = torch.tensor([0.0, 1.0] * 3)[None, :, None, None].expand_as(v)
+    assert torch.allclose(decoded, up, atol=1e-3)
+
+
+@pytest.mark.parametrize("effort", [-1, 10, 2.0, "3", True])
 def test_an_effort_out_of_range_is_refused(photo, effort):
-    with pytest.raises(vaecodec.CodecError, match="effort must be a whole number from 0 to 9"):
+    with pytest.raises(vaecodec.CodecError, match="effort must be an integer from 0 to 9"):
         vaecodec.compress(photo, effort=effort)
 
 

@@ -25,6 +25,7 @@ from .errors import CodecError, Note
 from .files import Failed, collected_notes, describe
 from .images import IMAGE_SUFFIXES
 from .interrupts import shielded
+from .rate import MAX_EFFORT
 
 STDIO = Path("-")
 _UMASK = os.umask(0o022)
@@ -317,9 +318,10 @@ def _verbosity(command):
 @click.option("--strict", is_flag=True,
               help="Fail, instead of keeping the nearest file, when a target is out of reach.")
 @click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF.")
-@click.option("-e", "--effort", type=click.IntRange(0, 9), default=0, show_default=True,
+@click.option("-e", "--effort", type=click.IntRange(0, MAX_EFFORT), default=0, show_default=True,
               help="Refine each image's latents (smaller files at the same quality; every level "
-                   "adds about 6 s per megapixel on 2 cores). 0: the network alone.")
+                   "adds about 6 s per megapixel on 2 cores, and each probe of a target search "
+                   "pays it). 0: the network alone.")
 @_force
 @_max_pixels
 @_local_options
@@ -623,7 +625,7 @@ def pack_images(data_dir, output, quality):
               help="Comma-separated subset of the codecs.")
 @click.option("--qualities", help="Comma-separated vaecodec qualities (default: a sweep of 8).")
 @click.option("--max-images", type=click.IntRange(min=1), help="Use only the first N images.")
-@click.option("-e", "--effort", type=click.IntRange(0, 9), default=0, show_default=True,
+@click.option("-e", "--effort", type=click.IntRange(0, MAX_EFFORT), default=0, show_default=True,
               help="vaecodec's compress --effort.")
 def bench(images_dir, out_dir, codecs, qualities, max_images, effort):
     """Rate–distortion benchmark against JPEG, WebP, AVIF, JPEG XL and JPEG 2000."""

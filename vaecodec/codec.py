@@ -17,6 +17,7 @@ entropy decoder.
 """
 
 import zlib
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -149,14 +150,15 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
         raise CodecError("give at most one of quality, target_bpp, target_psnr and max_bytes")
     if not targets:
         quality = quality_code(DEFAULT_QUALITY if quality is None else quality) / 100
-    if not 0 <= effort <= refine.MAX_EFFORT or effort != int(effort):
-        raise CodecError(f"effort must be a whole number from 0 to {refine.MAX_EFFORT}, "
-                         f"not {effort}")
+    if isinstance(effort, bool) or not isinstance(effort, Integral) or not (
+            0 <= effort <= rate.MAX_EFFORT):
+        raise CodecError(f"effort must be an integer from 0 to {rate.MAX_EFFORT}, not {effort!r}")
     rgb, alpha, mode, metadata = images.split_channels(image, max_pixels)
     del image  # copied into rgb: a caller that hands it over holds a large photo once, not twice
     codec = weights.load(weights_path)
     transforms = compute.transforms(codec.model, device, precision)
     features = analyse(codec, rgb, transforms)
+    pixels = padded(rgb) if effort else None  # what the refinement compares its decodes with
     height, width = rgb.shape[:2]
     sections = dict(
         model_id=codec.model_id, width=width, height=height, mode=mode,
@@ -168,15 +170,14 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
         are not needed again."""
         y, z = at_quality(codec, features, quality, in_place=last)
         if effort:
-            y = refine.refine(transforms, y, z, padded(rgb), width, height, quality, effort)
+            y = refine.refine(transforms, y, z, pixels, width, height, quality, int(effort))
         z, s, mean, _, y_section = code_latents(codec, y, z, transforms.device)
         z_section = entropy.encode(z, z_channel_tables(z.shape), codec.z_tables)
         data = Bitstream(quality=quality, z=z_section, y=y_section, **sections).to_bytes()
         return data, s, mean
 
     if not targets:
-        if not effort:
-            del rgb  # not needed by the coding: 72 MB of a 24 MP photo
+        del rgb  # not needed by the coding: 72 MB of a 24 MP photo
         return encode(quality, last=True)[0]
     target, = targets
 

@@ -102,8 +102,13 @@ class Transforms:
     def synthesis(self, y_hat, inverse_gain):
         """ŷ (float64 on the CPU) → uint8 pixels [1, 3, 16·H, 16·W] on the CPU."""
         y_hat = y_hat.to(self.device, torch.float32) * inverse_gain.to(self.device)
-        x_hat = self._layers(self.synthesis_layers, y_hat)
-        return x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8).cpu()
+        return self.reconstruction(y_hat).mul_(255).round_().to(torch.uint8).cpu()
+
+    def reconstruction(self, scaled_y_hat):
+        """The synthesis of ŷ · inverse gain (float32 on the device) → pixels in [0, 1] before
+        they are rounded, on the device; differentiable, so that the encoder's refinement
+        (refine.py) steers y through the decoder's own arithmetic."""
+        return self._layers(self.synthesis_layers, scaled_y_hat).clamp(0, 1)
 
 
 class SubPixel:

@@ -4,8 +4,10 @@ Quality is stored in hundredths (100 … 10000) and the file's size and PSNR gro
 probes lie on both sides of the target, the next quality is interpolated between the nearest two
 (log-rate and PSNR are close to straight lines in quality), falling back to a bisection step
 whenever that did not halve the bracket, so a search never needs more than twice bisection's 14
-probes and usually needs three or four; it stops once a probe lands well within the promise. The caller's probe re-uses the image's analysis transform (`codec.analyse`), so a
-probe costs the hyper-latent, the prior and the entropy coder (and for a PSNR the synthesis).
+probes and usually needs three or four; it stops once a probe lands well within the promise.
+The caller's probe re-uses the image's analysis transform (`codec.analyse`), so a probe costs the
+hyper-latent, the prior and the entropy coder (and for a PSNR the synthesis); at an effort above
+0 it also refines the latents (refine.py), which then takes most of the time.
 """
 
 import math
@@ -17,6 +19,7 @@ from .errors import CodecError, TargetWarning
 
 LOWEST, HIGHEST = quality_code(1), quality_code(100)
 EARLY_STOP = 1 / 3  # a probe within this share of the promised tolerance ends the search
+MAX_EFFORT = 9  # compress's effort: 0 (the analysis transform's latents) … 9 (refine.py)
 
 
 @dataclass(frozen=True)
