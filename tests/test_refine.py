@@ -60,6 +60,13 @@ def test_the_command_and_pillow_give_the_python_call_s_file(photo, tmp_path):
     assert (tmp_path / "pillow.vae").read_bytes() == expected
 
 
+def test_a_target_is_met_with_refined_probes(photo):
+    """Each probe of the search is refined, so the target holds for the refined file."""
+    plain = psnr(photo, vaecodec.decompress(vaecodec.compress(photo, QUALITY)))
+    data = vaecodec.compress(photo, target_psnr=plain, effort=1)
+    assert abs(psnr(photo, vaecodec.decompress(data)) - plain) <= 0.1
+
+
 def test_refine_leaves_its_input_as_it_is(larger_photo, monkeypatch):
     """Every tile starts from the analysis' y, not from a neighbour's refined margin."""
     monkeypatch.setattr(refine, "TILE_PIXELS", 128)

@@ -320,7 +320,7 @@ def _verbosity(command):
 @click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF.")
 @click.option("-e", "--effort", type=click.IntRange(0, MAX_EFFORT), default=0, show_default=True,
               help="Refine each image's latents (smaller files at the same quality; every level "
-                   "adds about 6 s per megapixel on 2 cores, and each probe of a target search "
+                   "adds 6-9 s per megapixel on 2 cores, and each probe of a target search "
                    "pays it). 0: the network alone.")
 @_force
 @_max_pixels

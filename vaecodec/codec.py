@@ -158,7 +158,7 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     codec = weights.load(weights_path)
     transforms = compute.transforms(codec.model, device, precision)
     features = analyse(codec, rgb, transforms)
-    pixels = padded(rgb) if effort else None  # what the refinement compares its decodes with
+    padded_rgb = padded(rgb) if effort else None  # what the refinement compares its decodes with
     height, width = rgb.shape[:2]
     sections = dict(
         model_id=codec.model_id, width=width, height=height, mode=mode,
@@ -170,7 +170,7 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
         are not needed again."""
         y, z = at_quality(codec, features, quality, in_place=last)
         if effort:
-            y = refine.refine(transforms, y, z, pixels, width, height, quality, int(effort))
+            y = refine.refine(transforms, y, z, padded_rgb, width, height, quality, int(effort))
         z, s, mean, _, y_section = code_latents(codec, y, z, transforms.device)
         z_section = entropy.encode(z, z_channel_tables(z.shape), codec.z_tables)
         data = Bitstream(quality=quality, z=z_section, y=y_section, **sections).to_bytes()
