@@ -137,7 +137,7 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     pixel of the file, within 3 %), `target_psnr` (dB over RGB, within 0.1 dB) or `max_bytes`
     (at most that, and no more than 5 % below), which search the quality (`rate.search`: out of
     reach, the nearest file and a TargetWarning; with `strict`, a CodecError). A PIL image's ICC
-    profile and EXIF are kept unless `strip`. `effort` 1 … 9 refines the latents for this image
+    profile and EXIF are kept unless `strip`. `effort` 1 … 3 refines the latents for this image
     (refine.py: smaller files at the same quality, 10·effort gradient steps; 0, the default:
     the analysis transform's latents as they are). The transforms run on `device` ('auto': CUDA
     when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner layers on a CPU that does

@@ -19,7 +19,9 @@ from .errors import CodecError, TargetWarning
 
 LOWEST, HIGHEST = quality_code(1), quality_code(100)
 EARLY_STOP = 1 / 3  # a probe within this share of the promised tolerance ends the search
-MAX_EFFORT = 9  # compress's effort: 0 (the analysis transform's latents) … 9 (refine.py)
+# compress's effort: 0 (the analysis transform's latents) … 3 (refine.py). More steps at the same
+# settings did not pay on Kodak: 6 images, BD-rate against effort 0 −8.6 % at 3, −7.7 % at 9.
+MAX_EFFORT = 3
 
 
 @dataclass(frozen=True)
