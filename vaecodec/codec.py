@@ -2,6 +2,7 @@
 
 compress:   pixels → pad to a multiple of STRIDE → analysis · gain → y
             y → hyper_analysis → round → z        (coded against the factorized prior)
+            y, z → refine → y                     (effort > 0 only: refine.py)
             z → hyper_synthesis                   (exact integer arithmetic: prior.py)
             for each channel group of y:
               anchors:     (μ, table) from the hyperprior and the earlier groups' ŷ,
@@ -141,7 +142,8 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     (refine.py: smaller files at the same quality, 10·effort gradient steps; 0, the default:
     the analysis transform's latents as they are). The transforms run on `device` ('auto': CUDA
     when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner layers on a CPU that does
-    bf16 natively, 'bf16', 'fp32'), and so does the prior, exactly: the same file on any device.
+    bf16 natively, 'bf16', 'fp32'), and so does the prior, exactly: at effort 0 the same file on
+    any device (the refinement's float steps vary with the machine, device and threads).
     """
     targets = [rate.Target(kind, value) for kind, value in
                (("bpp", target_bpp), ("psnr", target_psnr), ("bytes", max_bytes))
@@ -153,6 +155,7 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     if isinstance(effort, bool) or not isinstance(effort, Integral) or not (
             0 <= effort <= rate.MAX_EFFORT):
         raise CodecError(f"effort must be an integer from 0 to {rate.MAX_EFFORT}, not {effort!r}")
+    effort = int(effort)  # a NumPy integer too
     rgb, alpha, mode, metadata = images.split_channels(image, max_pixels)
     del image  # copied into rgb: a caller that hands it over holds a large photo once, not twice
     codec = weights.load(weights_path)
@@ -170,7 +173,7 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
         are not needed again."""
         y, z = at_quality(codec, features, quality, in_place=last)
         if effort:
-            y = refine.refine(transforms, y, z, padded_rgb, width, height, quality, int(effort))
+            y = refine.refine(transforms, y, z, padded_rgb, width, height, quality, effort)
         z, s, mean, _, y_section = code_latents(codec, y, z, transforms.device)
         z_section = entropy.encode(z, z_channel_tables(z.shape), codec.z_tables)
         data = Bitstream(quality=quality, z=z_section, y=y_section, **sections).to_bytes()
