@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import vaecodec
-from vaecodec import codec, compute, refine, weights
+from vaecodec import codec, compute, rate, refine, weights
 from vaecodec.bitstream import Bitstream
 
 from conftest import SAMPLE, psnr
@@ -45,6 +45,14 @@ def test_refinement_lowers_the_cost_of_the_decoded_file(larger_photo, tile_pixel
     assert len(refined) < 0.98 * len(plain)
     assert psnr(larger_photo, vaecodec.decompress(refined)) > psnr(
         larger_photo, vaecodec.decompress(plain)) - 0.05
+
+
+def test_each_level_of_effort_lowers_the_cost_further(larger_photo):
+    """More steps pay, measured on the file that the decoder reads."""
+    rgb = np.asarray(larger_photo, dtype=np.float64)
+    costs = [cost(rgb, vaecodec.compress(larger_photo, QUALITY, effort=effort))
+             for effort in range(rate.MAX_EFFORT + 1)]
+    assert costs == sorted(costs, reverse=True) and len(set(costs)) == len(costs)
 
 
 def test_the_command_and_pillow_give_the_python_call_s_file(photo, tmp_path):

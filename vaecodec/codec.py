@@ -171,9 +171,12 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     def encode(quality, last=False):
         """(file bytes, the residuals and their means) at this quality; `last`: the features
         are not needed again."""
+        nonlocal features, padded_rgb
         y, z = at_quality(codec, features, quality, in_place=last)
         if effort:
             y = refine.refine(transforms, y, z, padded_rgb, width, height, quality, effort)
+        if last:  # the coding need not hold them: 132 MB of a 24 MP photo after a refinement
+            features = padded_rgb = None
         z, s, mean, _, y_section = code_latents(codec, y, z, transforms.device)
         z_section = entropy.encode(z, z_channel_tables(z.shape), codec.z_tables)
         data = Bitstream(quality=quality, z=z_section, y=y_section, **sections).to_bytes()
