@@ -27,7 +27,10 @@ from .model import Y_CELL, Z_CELL
 from .tiles import by_tiles
 
 STEPS_PER_EFFORT = 10
-LEARNING_RATE = 0.01  # Adam's, in units of y's quantization step
+# Adam's, in units of y's quantization step. Falling from 0.1 to 0 along a half cosine lowered the
+# R-D cost at each quality more (training photos, 30 steps: -6.6 % against -5.7 %) but not the
+# BD-rate, which is what the levels buy (Kodak: +0.8 % PSNR, +3.9 % MS-SSIM).
+LEARNING_RATE = 0.01
 FIRST_TEMPERATURE = 0.5
 TEMPERATURE_FALL = 2.0  # the temperature falls by e^-2 over the steps
 # A tile and its margins take about 0.25 GB of autograd state. A multiple of 32 pixels, so that
