@@ -9,9 +9,8 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 
-from vaecodec.bench import bd_rate
+from vaecodec.bench import curve_bd_rates
 
 
 def curve(folder):
@@ -30,9 +29,7 @@ def main(before, after):
         print(f"| {a['setting']:g} | {a['bpp']:.4f} | {a['psnr']:.2f} | {a['ms_ssim']:.4f} | "
               f"{a['encode_s']:.2f} | {b['bpp']:.4f} | {b['psnr']:.2f} | {b['ms_ssim']:.4f} | "
               f"{b['encode_s']:.2f} |")
-    for metric, to_db in (("psnr", lambda v: v), ("ms_ssim", lambda v: -10 * np.log10(1 - v))):
-        rate = bd_rate([p["bpp"] for p in old], [to_db(p[metric]) for p in old],
-                       [p["bpp"] for p in new], [to_db(p[metric]) for p in new])
+    for metric, rate in curve_bd_rates(old, new).items():
         print(f"BD-rate ({metric}) of {after} against {before}: {rate:+.1f} %")
 
 

@@ -146,14 +146,22 @@ def summarize(results):
     for name, curve in curves.items():
         if name == "vaecodec" or ours is None:
             continue
-        for key, metric in (("bd_rate_psnr", "psnr"), ("bd_rate_ms_ssim", "ms_ssim")):
-            points = [(p["bpp"], p[metric]) for p in curve if p[metric] is not None]
-            own = [(p["bpp"], p[metric]) for p in ours if p[metric] is not None]
-            if metric == "ms_ssim":  # compare in dB, as is customary: −10·log10(1 − MS-SSIM)
-                points = [(b, -10 * np.log10(1 - s)) for b, s in points]
-                own = [(b, -10 * np.log10(1 - s)) for b, s in own]
-            summary[key][name] = bd_rate(*zip(*points), *zip(*own)) if points and own else None
+        for metric, rate in curve_bd_rates(curve, ours).items():
+            summary[f"bd_rate_{metric}"][name] = rate
     return summary
+
+
+def curve_bd_rates(reference, curve):
+    """{"psnr": …, "ms_ssim": …}: the BD-rates of one mean curve against another (None where
+    either lacks the metric), MS-SSIM compared in dB, as is customary: −10·log10(1 − MS-SSIM)."""
+    rates = {}
+    for metric in ("psnr", "ms_ssim"):
+        points = [[(p["bpp"], p[metric]) for p in c if p[metric] is not None]
+                  for c in (reference, curve)]
+        if metric == "ms_ssim":
+            points = [[(b, -10 * np.log10(1 - s)) for b, s in side] for side in points]
+        rates[metric] = bd_rate(*zip(*points[0]), *zip(*points[1])) if all(points) else None
+    return rates
 
 
 def versions():
