@@ -7,22 +7,23 @@ so it says before a long training run whether a quality target is in a model's r
 """
 
 import click
-import numpy as np
 import torch
 
-from vaecodec import bench, weights
+from vaecodec import bench, codec, compute, weights
 
 
-def mean_psnr(model, images, position):
-    """Mean PSNR (RGB, 8-bit) of `images` through the transforms at one λ position."""
-    gain, inverse_gain = model.gains(torch.tensor([float(position)]))
+def mean_psnr(loaded, images, position):
+    """Mean PSNR (RGB, 8-bit) of `images` through the codec's fp32 transforms at one λ position,
+    y not quantized."""
+    transforms = compute.transforms(loaded.model, "cpu", "fp32")
+    gain, inverse_gain = loaded.model.gains(torch.tensor([float(position)]))
     total = 0.0
     for _, rgb in images:
-        x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
+        y = codec.analyse(loaded, rgb, transforms) * gain
         with torch.no_grad():
-            x_hat = model.synthesis(model.analysis(x) * gain * inverse_gain)
-        decoded = x_hat[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-        total += bench.psnr(rgb, decoded)
+            x_hat = transforms.synthesis(y, inverse_gain)
+        height, width = rgb.shape[:2]
+        total += bench.psnr(rgb, x_hat[0, :, :height, :width].permute(1, 2, 0).numpy())
     return total / len(images)
 
 
@@ -35,10 +36,10 @@ def main(images, weights_files, max_images):
     photos = bench.load_images(images, max_images)
     print(f"{len(photos)} images from {images}; PSNR with y unquantized")
     for path in weights_files:
-        model = weights.load(path).model
-        top = len(model.lambdas) - 1
-        print(f"{path}: λ {model.lambdas[0]} → {mean_psnr(model, photos, 0):.2f} dB, "
-              f"λ {model.lambdas[top]} → {mean_psnr(model, photos, top):.2f} dB")
+        loaded = weights.load(path)
+        lambdas = loaded.model.lambdas
+        print(f"{path}: λ {lambdas[0]} → {mean_psnr(loaded, photos, 0):.2f} dB, "
+              f"λ {lambdas[-1]} → {mean_psnr(loaded, photos, len(lambdas) - 1):.2f} dB")
 
 
 if __name__ == "__main__":
