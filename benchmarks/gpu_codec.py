@@ -5,7 +5,8 @@
     python benchmarks/gpu_codec.py check GPU.tar           # back on the CPU machine
 
 `prepare` compresses each PNG in IMAGES on the CPU at quality 75 into DIR (NAME.png, NAME.vae,
-the pixels it decodes to here and a hash of its latents: NAME.cpu.png, NAME.cpu.sha; and in
+the pixels it decodes to here and a hash of its decoded latents ŷ = s + μ, exact on any device:
+NAME.cpu.png, NAME.cpu.sha; and in
 DIR/weights the VAECODEC_WEIGHTS it ran with, for `measure` to run with). `measure` times
 in-process compress and decompress on CUDA and on the CPU (median of 5 after a warm-up), splits
 a decode into the exact prior with the entropy decoder (the coder on the CPU) and the synthesis,
@@ -35,7 +36,7 @@ QUALITY = 75
 
 class Recorder:
     """Wraps codec.residual_passes (prior and entropy decoding) and codec.pixels (synthesis) to
-    keep the latents of the last decode and the seconds spent in each."""
+    keep the decoded latents ŷ of the last decode and the seconds spent in each."""
 
     def __init__(self):
         self.latents, self.seconds = None, {}
@@ -48,14 +49,14 @@ class Recorder:
             result = function(*args, **kwargs)
             self.seconds[name] = time.perf_counter() - start
             if name == "residual_passes":
-                self.latents = result[0]
+                self.latents = result[0]  # ŷ, one tensor per channel group
             return result
         return timed
 
     def decode(self, data, device):
         """(pixels, a hash of the latents) of a file."""
         pixels = np.asarray(codec.decompress(data, device=device))
-        latents = np.ascontiguousarray(self.latents, dtype=np.int64)
+        latents = np.concatenate([block.cpu().numpy().ravel() for block in self.latents])
         return pixels, hashlib.sha256(latents.tobytes()).hexdigest()
 
 

@@ -86,8 +86,10 @@ def test_passes_follow_one_another_with_their_escapes(loaded):
         assert np.array_equal(decoder.decode(table), values)
 
 
-def test_values_beyond_the_escape_range_are_refused(loaded):
-    values = np.array([0, entropy.ESCAPE_RANGE + 100])
+@pytest.mark.parametrize("far", [entropy.ESCAPE_RANGE + 100, 2 ** 32 + 3, -(2 ** 40)])
+def test_values_beyond_the_escape_range_are_refused(loaded, far):
+    """Also those that the coder's int32 would wrap into range (2^32 + 3 to 3)."""
+    values = np.array([0, far])
     with pytest.raises(CodecError, match="out of the coder's range"):
         entropy.encode(values, np.zeros(2, np.int64), loaded.y_tables)
 
@@ -165,10 +167,14 @@ def test_channel_groups_are_coded_group_by_group(photo, tmp_path):
             assert np.array_equal(decoder.decode(table[chosen]), s[chosen])
 
     decoder = entropy.Decoder(y_bytes, grouped.y_tables)
-    decoded = codec.residual_passes(grouped, z, lambda where, m, t: decoder.decode(t[where]))
+    y_hat, decoded = codec.residual_passes(
+        grouped, z, lambda group, where, m, t: decoder.decode(t[where]), keep=True)
     assert np.array_equal(decoded[0], s) and torch.equal(decoded[1], mean)
     assert np.array_equal(decoded[2], table)
+    # ŷ comes group by group, exactly s + μ
+    assert torch.equal(torch.cat(y_hat, dim=1), torch.from_numpy(s) + mean)
+    assert [block.shape[1] for block in y_hat] == list(model.groups)
     data = codec.compress(photo, 50, weights_path=tmp_path / "grouped.pt")
     image = codec.decompress(data, weights_path=tmp_path / "grouped.pt")
-    expected = codec.pixels(grouped, s, mean, 50, rgb.shape[1], rgb.shape[0])
+    expected = codec.pixels(grouped, y_hat, 50, rgb.shape[1], rgb.shape[0])
     assert np.array_equal(np.asarray(image), expected)

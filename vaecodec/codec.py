@@ -59,67 +59,86 @@ def at_quality(codec, features, quality, in_place=False):
     return y, torch.round(z).numpy().astype(np.int64)
 
 
-def residual_passes(codec, z, residuals, device=torch.device("cpu")):
+def residual_passes(codec, z, residuals, device=torch.device("cpu"), keep=False):
     """The passes that encoder and decoder share: for each channel group, its anchors, then its
-    other elements. `residuals(where, mean, table)` gives s at the elements `where` (a boolean
-    array over y) from their means and tables (arrays over y, filled up to the current pass):
-    the encoder computes and codes them, the decoder decodes them. The prior's networks run on
-    `device`, the coding on the CPU. Returns (s, μ, table)."""
+    other elements. `residuals(group, where, mean, table)` gives s at the elements `where` (a
+    boolean array over the channels `group`, a slice of y's) from their means and tables
+    (arrays over the same channels): the encoder computes and codes them, the decoder decodes
+    them. The prior's networks run on `device`, the coding on the CPU.
+
+    Returns (ŷ = s + μ as one float64 tensor per channel group on `device`, None), or with
+    `keep` (ŷ, (s, μ, table)): arrays over all of y, for checks. The context holds ŷ anyway, so
+    coding holds nothing else over all of y (μ alone would take 240 MB for a 24 MP image with
+    M = 320)."""
     prior = codec.prior_on(device)
     cells = Z_CELL // Y_CELL
     shape = (1, codec.model.m, z.shape[2] * cells, z.shape[3] * cells)
-    s = np.zeros(shape, dtype=np.int32)  # the coder's values are below 2^17 in magnitude
-    mean = torch.zeros(shape, dtype=torch.float64)
-    table = np.zeros(shape, dtype=np.uint8)
     mask = anchors(*shape[2:]).numpy()
     bounds = group_bounds(prior.groups)
+    anchor_s = None  # the current group's anchors, decoded in its first pass
+    kept = (np.zeros(shape, dtype=np.int32), torch.zeros(shape, dtype=torch.float64),
+            np.zeros(shape, dtype=np.uint8)) if keep else None
 
     def decide(k, params, anchors_only):
-        first, end = bounds[k]
-        where = np.zeros(shape, dtype=bool)
-        where[:, first:end] = mask if anchors_only else ~mask
-        mean[:, first:end], table[:, first:end] = prior.split(params)
-        s[where] = residuals(where, mean, table)
-        return torch.from_numpy(s[:, first:end]) + mean[:, first:end]
+        nonlocal anchor_s
+        group = slice(*bounds[k])
+        mean, table = prior.split(params)
+        at_anchors = np.broadcast_to(mask, mean.shape)
+        where = at_anchors if anchors_only else ~at_anchors
+        s = residuals(group, where, mean.numpy(), table)
+        if keep:
+            kept[0][:, group][where] = s
+            kept[1][:, group], kept[2][:, group] = mean, table
+        y_hat = mean.numpy()  # ŷ = μ + s, formed in place: split gave a new tensor
+        if anchors_only:
+            anchor_s = s
+        else:  # the anchors' μ is final after the first pass: the second gives the same
+            y_hat[at_anchors] += anchor_s
+        y_hat[where] += s
+        return mean
 
-    prior.passes(prior.hyper(z), decide)
-    return s, mean, table
+    return prior.passes(prior.hyper(z), decide)[0], kept
 
 
 def latents(codec, rgb, quality, transforms=None):
-    """What the encoder computes for an H×W×3 uint8 image: z, the residuals s = round(y − μ), their
-    means μ and tables, and the y section that codes s."""
+    """What the encoder computes for an H×W×3 uint8 image, for checks: z, the residuals
+    s = round(y − μ), their means μ and tables (arrays over all of y), and the y section that
+    codes s."""
     transforms = transforms or compute.transforms(codec.model)
-    return code_latents(codec, *at_quality(codec, analyse(codec, rgb, transforms), quality,
-                                           in_place=True), transforms.device)
+    y, z = at_quality(codec, analyse(codec, rgb, transforms), quality, in_place=True)
+    _, y_section, (s, mean, table) = code_latents(codec, y, z, transforms.device, keep=True)
+    return z, s, mean, table, y_section
 
 
-def code_latents(codec, y, z, device=torch.device("cpu")):
-    """`latents` from y and z, the prior on `device`."""
+def code_latents(codec, y, z, device=torch.device("cpu"), keep=False):
+    """y and z (from `at_quality`) coded, the prior on `device` → (ŷ per channel group, the y
+    section, None or with `keep` the arrays of `residual_passes`)."""
     coder = entropy.Encoder(codec.y_tables)
 
-    def residuals(where, mean, table):
-        # Only the elements of this pass: no full-size temporaries. float32 y minus float64 μ is
-        # computed in float64, exactly as from y in float64.
-        s = np.rint(y.numpy()[where] - mean.numpy()[where]).astype(np.int64)
+    def residuals(group, where, mean, table):
+        # Only the elements of this pass, rounded in place: no full-size temporaries. float32 y
+        # minus float64 μ is computed in float64, exactly as from y in float64.
+        s = y.numpy()[:, group][where] - mean[where]
+        s = entropy.as_int32(np.rint(s, out=s))
         coder.encode(s, table[where])
         return s
 
-    s, mean, table = residual_passes(codec, z, residuals, device)
-    return z, s, mean, table, coder.finish()
+    y_hat, kept = residual_passes(codec, z, residuals, device, keep)
+    return y_hat, coder.finish(), kept
 
 
-def pixels(codec, s, mean, quality, width, height, transforms=None):
-    """Synthesis from the residuals and the prior mean → H×W×3 uint8. ŷ = s + μ is formed tile
-    by tile, never whole (240 MB for a 24 MP image's y in float64)."""
+def pixels(codec, y_hat, quality, width, height, transforms=None):
+    """Synthesis of ŷ (a float64 tensor over y, or one per channel group as `residual_passes`
+    gives it) → H×W×3 uint8, tile by tile: a 24 MP image's ŷ is never joined whole."""
     transforms = transforms or compute.transforms(codec.model)
     _, inverse_gain = codec.model.gains(codec.model.position(quality))
+    blocks = (y_hat,) if torch.is_tensor(y_hat) else tuple(y_hat)
 
-    def synthesis(s_tile, mean_tile):
-        return transforms.synthesis(mean_tile + s_tile, inverse_gain)
+    def synthesis(*tiles):
+        return transforms.synthesis(torch.cat(tiles, dim=1), inverse_gain)
 
     with torch.no_grad():
-        x_hat = by_tiles(synthesis, (torch.from_numpy(s), mean), 1, Y_CELL, Y_CELL)
+        x_hat = by_tiles(synthesis, blocks, 1, Y_CELL, Y_CELL)
     return x_hat[0, :, :height, :width].permute(1, 2, 0).numpy()
 
 
@@ -169,18 +188,17 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
         **({} if strip else metadata))
 
     def encode(quality, last=False):
-        """(file bytes, the residuals and their means) at this quality; `last`: the features
-        are not needed again."""
+        """(file bytes, ŷ) at this quality; `last`: the features are not needed again."""
         nonlocal features, padded_rgb
         y, z = at_quality(codec, features, quality, in_place=last)
         if effort:
             y = refine.refine(transforms, y, z, padded_rgb, width, height, quality, effort)
         if last:  # the coding need not hold them: 132 MB of a 24 MP photo after a refinement
             features = padded_rgb = None
-        z, s, mean, _, y_section = code_latents(codec, y, z, transforms.device)
+        y_hat, y_section, _ = code_latents(codec, y, z, transforms.device)
         z_section = entropy.encode(z, z_channel_tables(z.shape), codec.z_tables)
         data = Bitstream(quality=quality, z=z_section, y=y_section, **sections).to_bytes()
-        return data, s, mean
+        return data, y_hat
 
     if not targets:
         del rgb  # not needed by the coding: 72 MB of a 24 MP photo
@@ -188,12 +206,12 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     target, = targets
 
     def probe(quality):
-        data, s, mean = encode(quality)
+        data, y_hat = encode(quality)
         if target.kind == "bytes":
             return data, len(data)
         if target.kind == "bpp":
             return data, 8 * len(data) / (width * height)
-        return data, psnr(rgb, pixels(codec, s, mean, quality, width, height, transforms))
+        return data, psnr(rgb, pixels(codec, y_hat, quality, width, height, transforms))
 
     return rate.search(probe, target, strict)[0]
 
@@ -216,9 +234,9 @@ def decode(stream, weights_path=None, device="auto", precision="auto"):
     z_shape = (1, codec.model.n, -(-stream.height // Z_CELL), -(-stream.width // Z_CELL))
     z = entropy.decode(stream.z, z_channel_tables(z_shape), codec.z_tables)
     y_coder = entropy.Decoder(stream.y, codec.y_tables)
-    s, mean, _ = residual_passes(codec, z, lambda where, mean, table: y_coder.decode(table[where]),
-                                 transforms.device)
-    rgb = pixels(codec, s, mean, stream.quality, stream.width, stream.height, transforms)
+    y_hat, _ = residual_passes(codec, z, lambda group, where, mean, table: y_coder.decode(
+        table[where]), transforms.device)
+    rgb = pixels(codec, y_hat, stream.quality, stream.width, stream.height, transforms)
     alpha = _decode_alpha(stream) if "A" in stream.mode else None
     return images.join_channels(rgb, alpha, stream.mode, icc_profile=stream.icc_profile,
                                 exif=stream.exif)

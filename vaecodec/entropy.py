@@ -32,11 +32,17 @@ class Tables:
 
     lows: np.ndarray  # int64 [K]
     pmfs: list  # K float64 arrays
-    sizes: np.ndarray = field(init=False, repr=False)  # int64 [K]: len(pmfs[k]), for every pass
+    sizes: np.ndarray = field(init=False, repr=False)  # int64 [K]: len(pmfs[k])
+    # What every pass looks up per value, in int32 (a 24 MP pass has millions of values): each
+    # table's first value and its last symbol, sizes - 1.
+    first_value: np.ndarray = field(init=False, repr=False)
+    last_symbol: np.ndarray = field(init=False, repr=False)
     _models: list = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         self.sizes = np.array([len(p) for p in self.pmfs], dtype=np.int64)
+        self.first_value = self.lows.astype(np.int32)
+        self.last_symbol = (self.sizes - 1).astype(np.int32)
 
     def models(self):
         if self._models is None:
@@ -112,22 +118,23 @@ class Encoder:
     def encode(self, values, table):
         """One pass: integer `values` (any shape), `table[i]` picking the table of values[i]."""
         tables = self.tables
-        values, table, _, ends = _layout(values, table, tables)
-        # Each value as an offset from its table's first symbol; `last` is the table's last. Few
-        # full-size arrays, since a 24 MP pass has millions of values.
-        offset = values - tables.lows[table]
-        del values
-        last = tables.sizes[table] - 1
+        order, table, ends = _layout(table, tables)
+        # Each value as an offset from its table's first value, in int32 and in place: a 24 MP
+        # pass has millions of values, so every full-size temporary counts.
+        offset = as_int32(values).reshape(-1)[order]
+        del order
+        offset -= tables.first_value[table]
+        last = tables.last_symbol[table]
         if np.any(offset <= -ESCAPE_RANGE) or np.any(offset >= last + ESCAPE_RANGE):
             raise CodecError("latent values out of the coder's range (is the input image valid?)")
-        symbols = np.clip(offset, 0, last).astype(np.int32)
+        symbols = np.clip(offset, 0, last)
         models = tables.models()
         for k, start, stop in ends:
             self._coder.encode(symbols[start:stop], models[k])
+        del symbols
         escaped = (offset <= 0) | (offset >= last)
         offset, last = offset[escaped], last[escaped]
-        distance = np.where(offset <= 0, -offset, offset - last)
-        self._coder.encode(distance.astype(np.int32), _escape_model)
+        self._coder.encode(np.where(offset <= 0, -offset, offset - last), _escape_model)
 
     def finish(self):
         """The compressed bytes (little-endian 32-bit words)."""
@@ -145,25 +152,25 @@ class Decoder:
             np.frombuffer(data, dtype="<u4").astype(np.uint32))
 
     def decode(self, table):
-        """One pass: the integer values, shaped like `table`."""
+        """One pass: the integer values (int32), shaped like `table`."""
         tables = self.tables
         shape = np.shape(table)
-        _, table, order, ends = _layout(None, table, tables)
+        order, table, ends = _layout(table, tables)
         models = tables.models()
-        symbols = np.empty(len(table), dtype=np.int32)
+        values = np.empty(len(table), dtype=np.int32)
         try:
             for k, start, stop in ends:
-                symbols[start:stop] = self._coder.decode(models[k], stop - start)
-            values = tables.lows[table]
-            values += symbols
-            at_low = symbols == 0
-            at_high = symbols == (tables.sizes - 1)[table]
-            escaped = at_low | at_high
-            distance = self._coder.decode(_escape_model, int(escaped.sum())).astype(np.int64)
+                values[start:stop] = self._coder.decode(models[k], stop - start)
+            # A table's end symbols are escapes: the distance beyond that end follows the pass.
+            at_low = values == 0
+            escaped = values == tables.last_symbol[table]
+            escaped |= at_low
+            distance = self._coder.decode(_escape_model, int(escaped.sum()))
         except Exception as error:  # constriction reports corrupt input as generic errors
             raise CodecError(f"entropy-coded data is corrupt ({error})") from None
+        values += tables.first_value[table]
         values[escaped] += np.where(at_low[escaped], -distance, distance)
-        out = np.empty(len(table), dtype=np.int64)
+        out = np.empty_like(values)
         out[order] = values
         return out.reshape(shape)
 
@@ -180,20 +187,26 @@ def decode(data, table, tables):
     return Decoder(data, tables).decode(table)
 
 
-def _layout(values, table, tables):
-    """Flatten and group the symbols by table (stable, so raster order within a table): the
-    coding order shared by encoder and decoder. Returns (values, table) in that order (values
-    None for a decoder, which has none yet), the permutation, and (table, start, stop) for each
-    run. The table indices keep their integer type (a byte for y's): a 24 MP pass has millions."""
+def as_int32(values):
+    """Integer values as int32 for the coder; values beyond its reach (far beyond ESCAPE_RANGE)
+    are clipped to a value still beyond it, so that they are refused rather than wrapped."""
+    values = np.asarray(values)
+    if values.dtype == np.int32:
+        return values
+    return np.clip(values, -(1 << 30), 1 << 30).astype(np.int32)
+
+
+def _layout(table, tables):
+    """Group the symbols by table (stable, so raster order within a table): the coding order
+    shared by encoder and decoder. Returns the permutation (int32), the flat table indices in
+    that order (their integer type kept: a byte for y's) and (table, start, stop) for each run."""
     table = np.asarray(table).reshape(-1)
     if table.size and (table.min() < 0 or table.max() >= len(tables.pmfs)):
         raise CodecError("probability table index out of range")
-    order = np.argsort(table, kind="stable")
+    order = np.argsort(table, kind="stable").astype(np.int32)  # y has under 2^31 elements
     table = table[order]
-    if values is not None:
-        values = np.asarray(values, dtype=np.int64).reshape(-1)[order]
     changes = np.flatnonzero(np.diff(table)) + 1
     starts = np.concatenate([[0], changes]).astype(np.int64)
     stops = np.concatenate([changes, [len(table)]]).astype(np.int64)
     ends = [(int(table[s]), int(s), int(e)) for s, e in zip(starts, stops) if e > s]
-    return values, table, order, ends
+    return order, table, ends

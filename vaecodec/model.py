@@ -170,20 +170,20 @@ def context_passes(nets, groups, hyper, decide, keep=True):
     and of `spatial_context[k]` over the group's decoded anchors (`nets.refine`). The exact
     networks compute both corrections tile by tile, over the prior in place.
     `decide(k, params, anchors_only)` returns ŷ of group k from its prior [B, 2M_k, H, W] (only
-    the anchors count when `anchors_only`). Returns every group's prior, [mean, raw scale] per
-    group, or nothing unless `keep` (the coder reads each in `decide`: holding them all would
-    double what a large image's prior takes)."""
+    the anchors count when `anchors_only`). Returns ŷ of every group (its second pass's) and
+    every group's prior, [mean, raw scale] per group, or None for those unless `keep` (the
+    coder reads each in `decide`: holding them all would double what a large image's prior
+    takes)."""
     decoded, priors = [], []
     for k in range(len(groups)):
         params = nets.hyperprior(hyper, k)
-        mask = anchors(*params.shape[2:], params.device)
         if k:
             params = nets.condition(k, params, torch.cat(decoded, dim=1))
-        params = nets.refine(k, params, torch.where(mask, decide(k, params, True), 0))
+        params = nets.refine(k, params, decide(k, params, True))
         decoded.append(decide(k, params, False))
         if keep:
             priors.append(params)
-    return priors if keep else None
+    return decoded, (priors if keep else None)
 
 
 def conditioned(nets, k, params, earlier):
@@ -195,12 +195,13 @@ def conditioned(nets, k, params, earlier):
 
 def refined(nets, k, params, anchor_hat):
     """Group k's prior [B, 2M_k, H, W] with its non-anchors corrected by `fusion[k]` of it and of
-    `spatial_context[k]` over the group's decoded anchors (`anchor_hat`, zero elsewhere); the
-    anchors keep theirs. The correction is zeroed at the anchors and added rather than selected,
-    which keeps one full-size tensor fewer alive (a 24 MP image's prior takes hundreds of MB per
-    tensor)."""
+    `spatial_context[k]` over the group's decoded anchors (`anchor_hat`, read only at the
+    anchors); the anchors keep theirs. The anchors are picked out here, and the correction is
+    zeroed at the anchors and added rather than selected, which the exact networks do tile by
+    tile: no full-size temporary (a 24 MP image's prior takes hundreds of MB per tensor)."""
     mask = anchors(*params.shape[2:], params.device)
-    correction = nets.fusion[k](torch.cat([params, nets.spatial_context[k](anchor_hat)], dim=1))
+    context = nets.spatial_context[k](torch.where(mask, anchor_hat, 0))
+    correction = nets.fusion[k](torch.cat([params, context], dim=1))
     return params + correction.masked_fill_(mask, 0)
 
 
@@ -320,7 +321,8 @@ class VAE(nn.Module):
 
     def prior(self, hyper, y_hat):
         """The prior's output for decoded latents `y_hat` ([B, 2M, H, W]: means, raw scales)."""
-        return join_groups(context_passes(self, self.groups, hyper, decoded(y_hat, self.groups)))
+        return join_groups(context_passes(self, self.groups, hyper,
+                                          decoded(y_hat, self.groups))[1])
 
     def bits(self, z_hat, y_hat):
         """Bits the float prior assigns to quantized latents [1, N, h, w] and [1, M, H, W]: the
@@ -354,16 +356,13 @@ class VAE(nn.Module):
         `quantization.rated(y, ŷ)` where the rate is measured: MIXED_QUANTIZATION in training,
         the encoder's annealed rounding in refine.py."""
         bounds = group_bounds(self.groups)
-        decided = []
 
         def decide(k, params, anchors_only):
             first, end = bounds[k]
-            y_hat = quantization.decoded(y[:, first:end], params.chunk(2, dim=1)[0], first)
-            if not anchors_only:
-                decided.append(y_hat)
-            return y_hat
+            return quantization.decoded(y[:, first:end], params.chunk(2, dim=1)[0], first)
 
-        mean, scale = mean_scale(join_groups(context_passes(self, self.groups, hyper, decide)))
+        decided, priors = context_passes(self, self.groups, hyper, decide)
+        mean, scale = mean_scale(join_groups(priors))
         y_hat = torch.cat(decided, dim=1)
         y_rated = quantization.rated(y, y_hat)
         return y_hat, -torch.log2(gaussian_likelihood(y_rated - mean, scale).clamp_min(1e-9))

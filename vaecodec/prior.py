@@ -253,21 +253,24 @@ class ExactPrior:
     def passes(self, hyper, decide, keep=False):
         """model.context_passes in exact arithmetic: `decide(k, params, anchors_only)` gets
         group k's prior in units and returns its ŷ (float64 multiples of 2^-ACTIVATION_BITS, on
-        any device); the priors come back only if `keep`. To hold less at once, the passes work
-        in place: they take the blocks of `hyper` out of its list and overwrite them, and each ŷ
-        that `decide` returns, which must be a new tensor."""
+        any device). Returns (ŷ of every group on `device`, the priors if `keep`, else None).
+        To hold less at once, the passes work in place: they take the blocks of `hyper` out of
+        its list and overwrite them, and each ŷ that `decide` returns, which must be a new
+        tensor."""
         def decide_in_units(k, params, anchors_only):
             y_hat = decide(k, params, anchors_only).to(self.device)
             return y_hat.mul_(2.0 ** ACTIVATION_BITS)
 
         with _exactly():
-            return context_passes(self._networks, self.groups, hyper, decide_in_units, keep)
+            y_hat, priors = context_passes(self._networks, self.groups, hyper, decide_in_units,
+                                           keep)
+        return [block.mul_(2.0 ** -ACTIVATION_BITS) for block in y_hat], priors  # exact
 
     def prior(self, hyper, y_hat):
         """The prior of every element given all of ŷ (its teacher-forced value, for checks)."""
         teacher = decoded(y_hat, self.groups)
         return join_groups(self.passes([block.clone() for block in hyper],
-                                       lambda *pass_: teacher(*pass_).clone(), keep=True))
+                                       lambda *pass_: teacher(*pass_).clone(), keep=True)[1])
 
     def split(self, params):
         """Prior output → (μ: float64 tensor [1, C, H, W] on the CPU, table index: uint8 array,

@@ -31,6 +31,6 @@ def sample(width, height, quality, seed, weights_path=None):
     rng = np.random.default_rng(seed)
     z_shape = (1, codec.model.n, -(-height // Z_CELL), -(-width // Z_CELL))
     z = draw(rng, codec.z_tables, z_channel_tables(z_shape))
-    s, mean, _ = residual_passes(
-        codec, z, lambda where, mean, table: draw(rng, codec.y_tables, table[where]))
-    return pixels(codec, s, mean, quality, width, height)
+    y_hat, _ = residual_passes(
+        codec, z, lambda group, where, mean, table: draw(rng, codec.y_tables, table[where]))
+    return pixels(codec, y_hat, quality, width, height)
