@@ -6,8 +6,8 @@
 
 `prepare` compresses each PNG in IMAGES on the CPU at quality 75 into DIR (NAME.png, NAME.vae,
 the pixels it decodes to here and a hash of its decoded latents ŷ = s + μ, exact on any device:
-NAME.cpu.png, NAME.cpu.sha; and in
-DIR/weights the VAECODEC_WEIGHTS it ran with, for `measure` to run with). `measure` times
+NAME.cpu.png, NAME.cpu.sha, of ŷ since 2026-11-27, of s before; and in DIR/weights the
+VAECODEC_WEIGHTS it ran with, for `measure` to run with). `measure` times
 in-process compress and decompress on CUDA and on the CPU (median of 5 after a warm-up), splits
 a decode into the exact prior with the entropy decoder (the coder on the CPU) and the synthesis,
 decodes the CPU-made files on CUDA (the same latents; pixels within a level of an fp32 CPU

@@ -49,7 +49,7 @@ def test_channels_last_transforms_match_plain_ones(photo):
                        for c, t in ((loaded, fast_fp32), (plain, plain_fp32)))
     assert torch.allclose(y_fast, y_plain, rtol=0, atol=1e-4)
     _, s, mean, _, _ = codec.latents(loaded, rgb, 60)
-    y_hat = torch.from_numpy(s) + mean
+    y_hat = [torch.from_numpy(s) + mean]
     fast = codec.pixels(loaded, y_hat, 60, rgb.shape[1], rgb.shape[0], fast_fp32).astype(int)
     slow = codec.pixels(plain, y_hat, 60, rgb.shape[1], rgb.shape[0], plain_fp32).astype(int)
     assert np.abs(fast - slow).max() <= 1

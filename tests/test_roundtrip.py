@@ -135,7 +135,7 @@ def test_tiles_stitch_into_the_whole_image_result(monkeypatch):
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:200, :300]
     monkeypatch.setattr(tiles, "TILE_PIXELS", 1 << 16)
     z, s, mean, table, _ = codec.latents(loaded, rgb, 70)
-    whole = codec.pixels(loaded, torch.from_numpy(s) + mean, 70, rgb.shape[1], rgb.shape[0])
+    whole = codec.pixels(loaded, [torch.from_numpy(s) + mean], 70, rgb.shape[1], rgb.shape[0])
     monkeypatch.setattr(tiles, "TILE_PIXELS", 128)
     z_tiled, s_tiled, _, _, _ = codec.latents(loaded, rgb, 70)
     assert np.array_equal(z_tiled, z)
@@ -145,5 +145,5 @@ def test_tiles_stitch_into_the_whole_image_result(monkeypatch):
     mean_tiled, table_tiled = loaded.prior.split(
         loaded.prior.prior(params, torch.from_numpy(s) + mean))
     assert torch.equal(mean_tiled, mean) and np.array_equal(table_tiled, table)
-    tiled = codec.pixels(loaded, torch.from_numpy(s) + mean, 70, rgb.shape[1], rgb.shape[0])
+    tiled = codec.pixels(loaded, [torch.from_numpy(s) + mean], 70, rgb.shape[1], rgb.shape[0])
     assert np.abs(tiled.astype(int) - whole).max() <= 1

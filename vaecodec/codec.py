@@ -63,8 +63,9 @@ def residual_passes(codec, z, residuals, device=torch.device("cpu"), keep=False)
     """The passes that encoder and decoder share: for each channel group, its anchors, then its
     other elements. `residuals(group, where, mean, table)` gives s at the elements `where` (a
     boolean array over the channels `group`, a slice of y's) from their means and tables
-    (arrays over the same channels): the encoder computes and codes them, the decoder decodes
-    them. The prior's networks run on `device`, the coding on the CPU.
+    (arrays over the same channels; `mean` is read during the call only: ŷ is formed in it
+    afterwards): the encoder computes and codes them, the decoder decodes them. The prior's
+    networks run on `device`, the coding on the CPU.
 
     Returns (ŷ = s + μ as one float64 tensor per channel group on `device`, None), or with
     `keep` (ŷ, (s, μ, table)): arrays over all of y, for checks. The context holds ŷ anyway, so
@@ -89,13 +90,13 @@ def residual_passes(codec, z, residuals, device=torch.device("cpu"), keep=False)
         if keep:
             kept[0][:, group][where] = s
             kept[1][:, group], kept[2][:, group] = mean, table
-        y_hat = mean.numpy()  # ŷ = μ + s, formed in place: split gave a new tensor
+        y_hat = mean  # ŷ = μ + s, formed in μ: split gave a new tensor
         if anchors_only:
             anchor_s = s
         else:  # the anchors' μ is final after the first pass: the second gives the same
-            y_hat[at_anchors] += anchor_s
-        y_hat[where] += s
-        return mean
+            y_hat.numpy()[at_anchors] += anchor_s
+        y_hat.numpy()[where] += s
+        return y_hat
 
     return prior.passes(prior.hyper(z), decide)[0], kept
 
@@ -128,17 +129,17 @@ def code_latents(codec, y, z, device=torch.device("cpu"), keep=False):
 
 
 def pixels(codec, y_hat, quality, width, height, transforms=None):
-    """Synthesis of ŷ (a float64 tensor over y, or one per channel group as `residual_passes`
-    gives it) → H×W×3 uint8, tile by tile: a 24 MP image's ŷ is never joined whole."""
+    """Synthesis of ŷ (float64 tensors of consecutive channels, one per channel group as
+    `residual_passes` gives it) → H×W×3 uint8, tile by tile: a 24 MP image's ŷ is never joined
+    whole."""
     transforms = transforms or compute.transforms(codec.model)
     _, inverse_gain = codec.model.gains(codec.model.position(quality))
-    blocks = (y_hat,) if torch.is_tensor(y_hat) else tuple(y_hat)
 
     def synthesis(*tiles):
         return transforms.synthesis(torch.cat(tiles, dim=1), inverse_gain)
 
     with torch.no_grad():
-        x_hat = by_tiles(synthesis, blocks, 1, Y_CELL, Y_CELL)
+        x_hat = by_tiles(synthesis, tuple(y_hat), 1, Y_CELL, Y_CELL)
     return x_hat[0, :, :height, :width].permute(1, 2, 0).numpy()
 
 

@@ -100,7 +100,7 @@ class Transforms:
         return self._layers(self.model.analysis, x, cast=True).cpu()
 
     def synthesis(self, y_hat, inverse_gain):
-        """ŷ (float64 on the CPU) → uint8 pixels [1, 3, 16·H, 16·W] on the CPU."""
+        """ŷ (float64, on any device) → uint8 pixels [1, 3, 16·H, 16·W] on the CPU."""
         y_hat = y_hat.to(self.device, torch.float32) * inverse_gain.to(self.device)
         return self.reconstruction(y_hat).mul_(255).round_().to(torch.uint8).cpu()
 

@@ -198,12 +198,14 @@ def as_int32(values):
 
 def _layout(table, tables):
     """Group the symbols by table (stable, so raster order within a table): the coding order
-    shared by encoder and decoder. Returns the permutation (int32), the flat table indices in
+    shared by encoder and decoder. Returns the permutation, the flat table indices in
     that order (their integer type kept: a byte for y's) and (table, start, stop) for each run."""
     table = np.asarray(table).reshape(-1)
     if table.size and (table.min() < 0 or table.max() >= len(tables.pmfs)):
         raise CodecError("probability table index out of range")
-    order = np.argsort(table, kind="stable").astype(np.int32)  # y has under 2^31 elements
+    order = np.argsort(table, kind="stable")
+    if order.size < 2 ** 31:  # always but for passes of billions of values: half the memory
+        order = order.astype(np.int32)
     table = table[order]
     changes = np.flatnonzero(np.diff(table)) + 1
     starts = np.concatenate([[0], changes]).astype(np.int64)

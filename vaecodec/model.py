@@ -197,8 +197,9 @@ def refined(nets, k, params, anchor_hat):
     """Group k's prior [B, 2M_k, H, W] with its non-anchors corrected by `fusion[k]` of it and of
     `spatial_context[k]` over the group's decoded anchors (`anchor_hat`, read only at the
     anchors); the anchors keep theirs. The anchors are picked out here, and the correction is
-    zeroed at the anchors and added rather than selected, which the exact networks do tile by
-    tile: no full-size temporary (a 24 MP image's prior takes hundreds of MB per tensor)."""
+    zeroed at the anchors and added rather than selected, so that the exact networks, which
+    run this tile by tile, make no full-size temporary (a 24 MP image's prior takes hundreds of
+    MB per tensor)."""
     mask = anchors(*params.shape[2:], params.device)
     context = nets.spatial_context[k](torch.where(mask, anchor_hat, 0))
     correction = nets.fusion[k](torch.cat([params, context], dim=1))

@@ -241,7 +241,7 @@ class ExactPrior:
         self.thresholds = torch.tensor(SCALE_THRESHOLDS, dtype=torch.float64, device=device)
 
     def hyper(self, z):
-        """z: int64 array [1, N, h, w] → the hyperprior of each channel group, [1, 2M_k, 4h, 4w]:
+        """z: integer array [1, N, h, w] → the hyperprior of each channel group, [1, 2M_k, 4h, 4w]:
         the mean and raw scale of each element of its channels. One tensor per group, so that
         the passes free each once its group is coded."""
         z = torch.from_numpy(np.asarray(z, dtype=np.float64)).to(self.device)
