@@ -10,11 +10,12 @@ import atexit
 import os
 import sys
 
-from vaecodec import interrupts
+from vaecodec import allocator, interrupts
 
 
 def main():
     interrupts.install()
+    allocator.keep_freed_memory()
     try:
         try:
             status = _command()

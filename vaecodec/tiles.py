@@ -6,7 +6,7 @@ checkerboard context, z for the hyper transforms), so with a wider margin the st
 the whole-image result: exactly so for the integer prior, whose tables must not depend on tiling.
 """
 
-import ctypes
+from .allocator import release_freed_memory
 
 TILE_PIXELS = 1024  # tile side in image pixels: images up to 1024×1024 are a single tile
 MARGIN = 4  # grid cells of context on each side of a tile
@@ -45,25 +45,6 @@ def by_tiles(transform, source, in_unit, out_unit, cell, out=None, tile_pixels=N
             for result, piece in zip(results, pieces):
                 result[:, :, top * out_unit:top * out_unit + h,
                        left * out_unit:left * out_unit + w] = piece[:, :, dy:dy + h, dx:dx + w]
-    if rows > tile or cols > tile:
-        _release_freed_memory()
+    if rows > tile or cols > tile:  # a large image: its tiles' intermediates go back
+        release_freed_memory()
     return results if several else results[0]
-
-
-def _malloc_trim():
-    """glibc's malloc_trim, or None elsewhere (macOS, musl, Windows)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError, TypeError):
-        return None
-
-
-_trim = _malloc_trim()
-
-
-def _release_freed_memory():
-    """Give the tiles' freed intermediates back to the system (a few ms, so only after more than
-    one tile). glibc keeps freed blocks below its mmap threshold (which grows to 32 MB) in its
-    heap, where a 24 MP image left 150 MB more resident at its peak."""
-    if _trim is not None:
-        _trim(0)

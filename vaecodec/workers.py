@@ -14,6 +14,7 @@ all workers where CUDA is present, which a forked child cannot use either.
 """
 
 import functools
+import gc
 import multiprocessing
 import os
 import signal
@@ -40,6 +41,11 @@ def pool(jobs, preload=None):
         fork = threads == 1 and not torch.cuda.is_available()
         if fork and preload:
             preload()
+        if fork:
+            # The command's objects (torch's among them) out of the workers' collections: a
+            # worker's first full collection would otherwise write to every one of them and so
+            # copy their pages, 90 ms of its first image (Kodak with --jobs 2: 4.67 → 4.53 s).
+            gc.freeze()
         context = multiprocessing.get_context("fork" if fork else "spawn")
         # What the workers inherit: SIGINT ignored, SIGTERM held back until _start has put back
         # its default action (a forked worker would otherwise run the command's handler).
@@ -63,6 +69,9 @@ def pool(jobs, preload=None):
 def _start(threads):
     import torch
 
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # inherited by a forked worker already; a spawned one starts afresh
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     torch.set_num_threads(threads)
