@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vaecodec import bench, codec, workers
+from vaecodec import allocator, bench, codec, workers
 from vaecodec.compute import bf16_is_native
 
 SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "kodim23-crop.png"
@@ -175,7 +175,8 @@ def sizes(megapixel_list, tmp):
 
 
 def markdown(result):
-    lines = [f"{result['machine']}; torch {result['torch']}, {result['threads']} threads; "
+    kept = "; freed memory kept in process" if result.get("keep_freed_memory") else ""
+    lines = [f"{result['machine']}; torch {result['torch']}, {result['threads']} threads{kept}; "
              f"load average {result['load_before']:.1f} before, {result['load_after']:.1f} after.", ""]
     if "in_process" in result:
         times = result["in_process"]
@@ -238,17 +239,23 @@ def profile(path, rows=12):
               help="torch threads for the in-process timings (default: torch's choice).")
 @click.option("--parts", default="in_process,command,batch,sizes", show_default=True,
               help="What to measure, comma-separated.")
+@click.option("--keep-freed-memory", is_flag=True,
+              help="In process, let glibc keep freed memory as the command does "
+                   "(vaecodec.allocator; it applies to the whole process, so to every codec).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the JSON here and the Markdown beside it.")
-def main(profile_image, kodak, megapixels, repeat, threads, parts, output):
+def main(profile_image, kodak, megapixels, repeat, threads, parts, keep_freed_memory, output):
     """Time vaecodec against its peers; print a Markdown summary."""
     if threads:
         torch.set_num_threads(threads)
+    if keep_freed_memory:
+        allocator.keep_freed_memory()
     if profile_image:
         return profile(profile_image)
     parts = set(parts.split(","))
     result = {"machine": machine(), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "load_before": os.getloadavg()[0]}
+              "threads": torch.get_num_threads(), "load_before": os.getloadavg()[0],
+              "keep_freed_memory": keep_freed_memory}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if kodak and "in_process" in parts:
