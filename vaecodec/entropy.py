@@ -30,19 +30,15 @@ _escape_model = constriction.stream.model.Uniform(ESCAPE_RANGE)
 class Tables:
     """Probability tables: table k covers the integers lows[k] .. lows[k] + len(pmfs[k]) - 1."""
 
-    lows: np.ndarray  # int64 [K]
+    # What every pass looks up per value, held in int32 (a 24 MP pass has millions of values):
+    lows: np.ndarray  # [K]
     pmfs: list  # K float64 arrays
-    sizes: np.ndarray = field(init=False, repr=False)  # int64 [K]: len(pmfs[k])
-    # What every pass looks up per value, in int32 (a 24 MP pass has millions of values): each
-    # table's first value and its last symbol, sizes - 1.
-    first_value: np.ndarray = field(init=False, repr=False)
-    last_symbol: np.ndarray = field(init=False, repr=False)
+    last_symbol: np.ndarray = field(init=False, repr=False)  # [K]: len(pmfs[k]) - 1
     _models: list = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
-        self.sizes = np.array([len(p) for p in self.pmfs], dtype=np.int64)
-        self.first_value = self.lows.astype(np.int32)
-        self.last_symbol = (self.sizes - 1).astype(np.int32)
+        self.lows = np.asarray(self.lows, dtype=np.int32)
+        self.last_symbol = np.array([len(p) - 1 for p in self.pmfs], dtype=np.int32)
 
     def models(self):
         if self._models is None:
@@ -52,13 +48,13 @@ class Tables:
 
     def to_state(self):
         return {"lows": torch.from_numpy(self.lows.astype(np.int64)),
-                "lengths": torch.from_numpy(self.sizes),
+                "lengths": torch.from_numpy(np.array([len(p) for p in self.pmfs], dtype=np.int64)),
                 "pmf": torch.from_numpy(np.concatenate(self.pmfs))}
 
     @classmethod
     def from_state(cls, state):
         bounds = np.cumsum(state["lengths"].numpy())[:-1]
-        return cls(state["lows"].numpy().astype(np.int64),
+        return cls(state["lows"].numpy(),
                    np.split(state["pmf"].numpy().astype(np.float64), bounds))
 
 
@@ -86,7 +82,7 @@ def gaussian_tables():
         pmf[0] = pmf[-1] = normal.cdf(torch.tensor((0.5 - half) / scale)).item()
         lows.append(-half)
         pmfs.append(np.clip(pmf, 1e-30, None))
-    return Tables(np.array(lows, dtype=np.int64), pmfs)
+    return Tables(lows, pmfs)
 
 
 def factorized_tables(prior, search=1024):
@@ -104,7 +100,7 @@ def factorized_tables(prior, search=1024):
         last = max(min(len(row) - 2, int(np.searchsorted(row, 1 - TAIL_MASS / 2))), first + 2)
         lows.append(first - search)
         pmfs.append(_with_tails(row[first:last + 1], row[first + 1:last + 2]))
-    return Tables(np.array(lows, dtype=np.int64), pmfs)
+    return Tables(lows, pmfs)
 
 
 class Encoder:
@@ -123,7 +119,7 @@ class Encoder:
         # pass has millions of values, so every full-size temporary counts.
         offset = as_int32(values).reshape(-1)[order]
         del order
-        offset -= tables.first_value[table]
+        offset -= tables.lows[table]
         last = tables.last_symbol[table]
         if np.any(offset <= -ESCAPE_RANGE) or np.any(offset >= last + ESCAPE_RANGE):
             raise CodecError("latent values out of the coder's range (is the input image valid?)")
@@ -168,7 +164,7 @@ class Decoder:
             distance = self._coder.decode(_escape_model, int(escaped.sum()))
         except Exception as error:  # constriction reports corrupt input as generic errors
             raise CodecError(f"entropy-coded data is corrupt ({error})") from None
-        values += tables.first_value[table]
+        values += tables.lows[table]
         values[escaped] += np.where(at_low[escaped], -distance, distance)
         out = np.empty_like(values)
         out[order] = values
