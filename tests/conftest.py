@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vaecodec import tiles
 from vaecodec.bench import psnr as bench_psnr
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "kodim23-crop.png"  # 384×256 from Kodak
@@ -19,3 +20,9 @@ def photo():
 def psnr(a, b):
     """PSNR of two images given as PIL images or arrays."""
     return bench_psnr(np.asarray(a), np.asarray(b))
+
+
+def tiles_of(monkeypatch, side):
+    """Every tiled transform in tiles of `side` pixels, whatever the image's size."""
+    for name in ("TILE_PIXELS", "LARGE_IMAGE_TILE_PIXELS"):
+        monkeypatch.setattr(tiles, name, side)

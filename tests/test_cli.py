@@ -46,6 +46,25 @@ def test_compress_then_decompress(folder):
     assert oct(os.stat(folder / "a.vae").st_mode & 0o777) != "0o600"
 
 
+def test_compress_codes_without_the_decoded_file_held(folder, monkeypatch):
+    """When the latents are coded, the command holds no decoded image beside the codec's own
+    pixels (the decoded copy of a 24 MP photo is 72 MB)."""
+    from vaecodec import codec
+
+    def images():
+        return {id(o) for o in gc.get_objects() if issubclass(type(o), Image.Image)}
+
+    held, before, at_quality = [], images(), codec.at_quality  # the fixture's photo among them
+
+    def spy(*args, **kwargs):
+        held.extend(images() - before)
+        return at_quality(*args, **kwargs)
+
+    monkeypatch.setattr(codec, "at_quality", spy)
+    assert run("compress", folder / "a.png").exit_code == 0
+    assert held == []
+
+
 @pytest.mark.parametrize("name, fmt", [("c.jpg", "JPEG"), ("c.TIF", "TIFF"), ("c.webp", "WEBP")])
 def test_output_format_follows_extension(folder, name, fmt):
     run("compress", folder / "a.png")

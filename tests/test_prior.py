@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from vaecodec import codec, entropy, tiles, weights
-from vaecodec.model import SCALE_MIN, VAE, Y_CELL, anchors, group_bounds, mean_scale
+from vaecodec import codec, entropy, prior, weights
+from vaecodec.model import SCALE_MIN, VAE, Y_CELL, Z_CELL, anchors, group_bounds, mean_scale
 from vaecodec.prior import ACTIVATION_BITS, SCALE_THRESHOLDS, ExactPrior
+
+from conftest import tiles_of
 
 
 @pytest.fixture(scope="module")
@@ -265,16 +267,31 @@ def test_tiles_give_the_whole_grid_result_with_channel_groups(grouped, monkeypat
     cells here) the prior is the same, bit for bit."""
     model, z, y_hat = grouped
     whole = prior_of(ExactPrior(model), z, y_hat)
-    monkeypatch.setattr(tiles, "TILE_PIXELS", 4 * Y_CELL)
+    tiles_of(monkeypatch, 4 * Y_CELL)
     tiled = prior_of(ExactPrior(model), z, y_hat)
     assert torch.equal(whole[0], tiled[0]) and np.array_equal(whole[1], tiled[1])
+
+
+@pytest.mark.parametrize("margin, same", [(prior.HYPER_MARGIN, True),
+                                          (prior.HYPER_MARGIN - 1, False)])
+def test_hyper_synthesis_tiles_need_the_hyper_margin(grouped, monkeypatch, margin, same):
+    """The hyper-synthesis reaches two cells of z past a tile's bottom and right edges: in tiles
+    of one cell of z, HYPER_MARGIN cells of context give the whole grid's hyperprior bit for
+    bit, and one fewer does not (so this test sees a margin too small)."""
+    model, _, _ = grouped
+    z = np.random.default_rng(5).integers(-6, 7, size=(1, 16, 5, 6))
+    whole = ExactPrior(model).hyper(z)
+    tiles_of(monkeypatch, Z_CELL)
+    monkeypatch.setattr(prior, "HYPER_MARGIN", margin)
+    tiled = ExactPrior(model).hyper(z)
+    assert all(torch.equal(a, b) for a, b in zip(whole, tiled)) == same
 
 
 def test_tiles_that_would_shift_the_checkerboard_are_refused(grouped, monkeypatch):
     """The context at the non-anchors reads a tile's own checkerboard: tiles must start on even
     rows and columns of y, or the tables would depend on the tiling."""
     model, z, y_hat = grouped
-    monkeypatch.setattr(tiles, "TILE_PIXELS", 5 * Y_CELL)
+    tiles_of(monkeypatch, 5 * Y_CELL)
     with pytest.raises(ValueError, match="even rows and columns"):
         prior_of(ExactPrior(model), z, y_hat)
 

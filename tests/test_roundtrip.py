@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 import vaecodec
-from vaecodec import codec, tiles, weights
+from vaecodec import codec, weights
 from vaecodec.bitstream import Bitstream
 
-from conftest import SAMPLE, psnr
+from conftest import SAMPLE, psnr, tiles_of
 
 
 @pytest.mark.parametrize("width,height", [(1, 1), (7, 5), (65, 130), (130, 65), (33, 97)])
@@ -57,6 +57,14 @@ def test_uint8_arrays_are_accepted(photo):
     data = vaecodec.compress(array)
     assert data == vaecodec.compress(photo)
     assert vaecodec.decompress(vaecodec.compress(array[:, :, 0])).mode == "L"
+
+
+def test_image_file_bytes_are_accepted(photo):
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    assert vaecodec.compress(buffer.getvalue()) == vaecodec.compress(Image.open(buffer))
+    with pytest.raises(vaecodec.CodecError, match="not a readable image"):
+        vaecodec.compress(b"not an image")
 
 
 @pytest.mark.parametrize("convert", [
@@ -133,10 +141,10 @@ def test_tiles_stitch_into_the_whole_image_result(monkeypatch):
     transform's reach."""
     loaded = weights.load()
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[:200, :300]
-    monkeypatch.setattr(tiles, "TILE_PIXELS", 1 << 16)
+    tiles_of(monkeypatch, 1 << 16)
     z, s, mean, table, _ = codec.latents(loaded, rgb, 70)
     whole = codec.pixels(loaded, [torch.from_numpy(s) + mean], 70, rgb.shape[1], rgb.shape[0])
-    monkeypatch.setattr(tiles, "TILE_PIXELS", 128)
+    tiles_of(monkeypatch, 128)
     z_tiled, s_tiled, _, _, _ = codec.latents(loaded, rgb, 70)
     assert np.array_equal(z_tiled, z)
     assert np.mean(s_tiled != s) < 1e-4  # the float analysis may round a rare element otherwise

@@ -23,7 +23,7 @@ from numbers import Integral
 import numpy as np
 import torch
 
-from . import compute, entropy, images, rate, refine, weights
+from . import compute, entropy, images, rate, refine, tiles, weights
 from .bench import psnr
 from .bitstream import MAX_METADATA, MAX_PIXELS, STRIDE, Bitstream, quality_code
 from .errors import CodecError
@@ -37,8 +37,10 @@ def analyse(codec, rgb, transforms=None):
     """An H×W×3 uint8 image → the analysis transform's output before the gain (float32). It does
     not depend on the quality, so rate control computes it once and tries qualities on it."""
     transforms = transforms or compute.transforms(codec.model)
+    source = padded(rgb)
     with torch.no_grad():
-        return by_tiles(transforms.analysis, padded(rgb), Y_CELL, 1, Y_CELL)
+        return by_tiles(transforms.analysis, source, Y_CELL, 1, Y_CELL,
+                        tile_pixels=tiles.tile_side(*source.shape[2:]))
 
 
 def padded(rgb):
@@ -152,18 +154,19 @@ def z_channel_tables(z_shape):
 def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_bytes=None,
              strict=False, strip=False, effort=0, weights_path=None, max_pixels=MAX_PIXELS,
              device="auto", precision="auto"):
-    """Compress a PIL image or H×W[×C] uint8 array to `.vae` bytes.
+    """Compress a PIL image, an H×W[×C] uint8 array or an image file's bytes to `.vae` bytes.
 
     Give at most one of: `quality` 1 (smallest) … 100 (best), default 75; `target_bpp` (bits per
     pixel of the file, within 3 %), `target_psnr` (dB over RGB, within 0.1 dB) or `max_bytes`
     (at most that, and no more than 5 % below), which search the quality (`rate.search`: out of
-    reach, the nearest file and a TargetWarning; with `strict`, a CodecError). A PIL image's ICC
-    profile and EXIF are kept unless `strip`. `effort` 1 … 3 refines the latents for this image
-    (refine.py: smaller files at the same quality, 10·effort gradient steps; 0, the default:
-    the analysis transform's latents as they are). The transforms run on `device` ('auto': CUDA
-    when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner layers on a CPU that does
-    bf16 natively, 'bf16', 'fp32'), and so does the prior, exactly: at effort 0 the same file on
-    any device (the refinement's float steps vary with the machine, device and threads).
+    reach, the nearest file and a TargetWarning; with `strict`, a CodecError). The ICC profile
+    and EXIF of a PIL image or a file are kept unless `strip`. `effort` 1 … 3 refines the
+    latents for this image (refine.py: smaller files at the same quality, 10·effort gradient
+    steps; 0, the default: the analysis transform's latents as they are). The transforms run
+    on `device` ('auto': CUDA when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner
+    layers on a CPU that does bf16 natively, 'bf16', 'fp32'), and so does the prior, exactly:
+    at effort 0 the same file on any device (the refinement's float steps vary with the
+    machine, device and threads).
     """
     targets = [rate.Target(kind, value) for kind, value in
                (("bpp", target_bpp), ("psnr", target_psnr), ("bytes", max_bytes))
@@ -176,6 +179,8 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
             0 <= effort <= rate.MAX_EFFORT):
         raise CodecError(f"effort must be an integer from 0 to {rate.MAX_EFFORT}, not {effort!r}")
     effort = int(effort)  # a NumPy integer too
+    if isinstance(image, bytes):  # decoded here, where nothing else holds the decoded image
+        image = images.read_image(image, max_pixels)
     rgb, alpha, mode, metadata = images.split_channels(image, max_pixels)
     del image  # copied into rgb: a caller that hands it over holds a large photo once, not twice
     codec = weights.load(weights_path)

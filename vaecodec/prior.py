@@ -36,6 +36,15 @@ from . import tiles
 WEIGHT_BITS = 20
 ACTIVATION_BITS = 14
 EXACT_LIMIT = 2.0 ** 52  # float64 represents every integer below 2^53; one bit to spare
+# Context around a tile where a network reaches less far than tiles.MARGIN (4) cells, which
+# would add work for nothing. The hyper-synthesis reaches one cell of z before a tile and two
+# after it (its 5×5 transposed convolutions of stride 2 each reach a cell of their input, its
+# last 3×3 convolution a cell of y): with tiles of 8 cells of z (512 pixels), a tile is 2.25
+# times the work of its interior instead of 4.
+HYPER_MARGIN = 2
+# The non-anchors' correction (`refine`) reaches two cells of y, through the spatial context's
+# 5×5 convolution (the fusion is pointwise): 1.27 times the work of a tile of 32 cells, not 1.56.
+REFINE_MARGIN = 2
 
 
 # The raw scale outputs (in units of 2^-ACTIVATION_BITS) at which the table index steps up:
@@ -163,13 +172,16 @@ def _integer_network(module, input_bits, device):
     return network
 
 
-def _tiled(network):
+def _tiled(network, margin=None, by_size=False):
     """`network` over y's grid, tile by tile (bounded memory; the same result), into `out` when
-    given (see tiles.by_tiles)."""
+    given (see tiles.by_tiles); `by_size`: in tiles.tile_side's tiles rather than the
+    transforms'."""
     def run(x, out=None):
-        if (tiles.TILE_PIXELS // Y_CELL) % 2 or tiles.MARGIN % 2:
+        height, width = (x[0] if isinstance(x, tuple) else x).shape[2:]
+        side = tiles.tile_side(height * Y_CELL, width * Y_CELL) if by_size else tiles.TILE_PIXELS
+        if (side // Y_CELL) % 2 or (tiles.MARGIN if margin is None else margin) % 2:
             raise ValueError("tiles of y must start on even rows and columns (the checkerboard)")
-        return tiles.by_tiles(network, x, 1, 1, Y_CELL, out)
+        return tiles.by_tiles(network, x, 1, 1, Y_CELL, out, tile_pixels=side, margin=margin)
 
     return run
 
@@ -194,7 +206,9 @@ class _ExactNetworks:
 
     # Both corrections tile by tile, written over `params`: their intermediates stay the size of
     # a tile, and no second prior of the group is held (hundreds of MB on a 24 MP image). Both
-    # are pointwise in `params`, so each tile reads it only where it writes.
+    # are pointwise in `params`, so each tile reads it only where it writes. The non-anchors'
+    # correction holds the most per cell at the largest image's peak, so it takes smaller tiles
+    # there (tiles.tile_side).
 
     def condition(self, k, params, earlier):
         """model.conditioned, tile by tile in place."""
@@ -202,7 +216,8 @@ class _ExactNetworks:
 
     def refine(self, k, params, anchor_hat):
         """model.refined, tile by tile in place."""
-        return _tiled(lambda *pair: refined(self, k, *pair))((params, anchor_hat), out=params)
+        return _tiled(lambda *pair: refined(self, k, *pair), REFINE_MARGIN, by_size=True)(
+            (params, anchor_hat), out=params)
 
 
 @contextmanager
@@ -247,8 +262,10 @@ class ExactPrior:
         z = torch.from_numpy(np.asarray(z, dtype=np.float64)).to(self.device)
         sizes = [2 * size for size in self.groups]
         with _exactly():
+            side = tiles.tile_side(z.shape[2] * Z_CELL, z.shape[3] * Z_CELL)
             return list(tiles.by_tiles(lambda tile: self._hyper(tile).split(sizes, dim=1), z, 1,
-                                       Z_CELL // Y_CELL, Z_CELL))
+                                       Z_CELL // Y_CELL, Z_CELL, tile_pixels=side,
+                                       margin=HYPER_MARGIN))
 
     def passes(self, hyper, decide, keep=False):
         """model.context_passes in exact arithmetic: `decide(k, params, anchors_only)` gets

@@ -2,35 +2,52 @@
 
 A tile is computed with a margin of context around it and only its interior is kept. Every
 transform of the model reaches about 2 cells of its own grid (y for analysis, synthesis and the
-checkerboard context, z for the hyper transforms), so with a wider margin the stitched result is
-the whole-image result: exactly so for the integer prior, whose tables must not depend on tiling.
+checkerboard context, z for the hyper transforms), so with a margin at least that wide (MARGIN,
+or a network's exact reach: prior.py's margins) the stitched result is the whole-image result:
+exactly so for the integer prior, whose tables must not depend on tiling.
 """
 
 from .allocator import release_freed_memory
 
 TILE_PIXELS = 1024  # tile side in image pixels: images up to 1024×1024 are a single tile
+# The side that `tile_side` gives a larger image. At 24 MP with N=192 and M=320 (model 2), tiles
+# of 1024 pixels held, besides their results: 0.4 GB in the analysis (its first layer's float
+# output and the bf16 copy the next layers take), 0.3 GB in the exact hyper-synthesis and 0.18 GB
+# in the non-anchors' correction of the largest channel group; tiles of 512 pixels about 0.1,
+# 0.15 and 0.07 GB (with prior.py's margins).
+LARGE_IMAGE_TILE_PIXELS = 512
 MARGIN = 4  # grid cells of context on each side of a tile
 
 
-def by_tiles(transform, source, in_unit, out_unit, cell, out=None, tile_pixels=None):
+def tile_side(height, width):
+    """The tile side for the transforms that hold the most per pixel (the analysis, the exact
+    prior) over an image of height × width pixels: one tile where it fits (TILE_PIXELS: no
+    margins to pay), else LARGE_IMAGE_TILE_PIXELS, in a few per cent more time."""
+    return TILE_PIXELS if max(height, width) <= TILE_PIXELS else LARGE_IMAGE_TILE_PIXELS
+
+
+def by_tiles(transform, source, in_unit, out_unit, cell, out=None, tile_pixels=None,
+             margin=None):
     """Apply `transform` to overlapping tiles of `source` [1, C, H, W] (or of each tensor of a
     tuple of such, passed to `transform` as that many arguments) and stitch the interiors, into
     `out` when given; a transform that returns a tuple of tiles gives a tuple of results.
     `out` may be a source when the transform is pointwise in it: a tile's interior then reads
     only its own elements, which no other tile writes.
 
-    The tiles are `tile_pixels` image pixels square (TILE_PIXELS unless given), on a grid whose
-    cells are `cell` image pixels, `in_unit` elements of the source (or a tuple: of each
-    source) and `out_unit` elements of the result."""
+    The tiles are `tile_pixels` image pixels square (TILE_PIXELS unless given), with `margin`
+    cells of context on each side (MARGIN unless given), on a grid whose cells are `cell` image
+    pixels, `in_unit` elements of the source (or a tuple: of each source) and `out_unit`
+    elements of the result."""
     sources = source if isinstance(source, tuple) else (source,)
     units = in_unit if isinstance(in_unit, tuple) else (in_unit,) * len(sources)
     tile = (tile_pixels or TILE_PIXELS) // cell
+    margin = MARGIN if margin is None else margin
     rows, cols = sources[0].shape[2] // units[0], sources[0].shape[3] // units[0]
     results, several = (None if out is None else (out,)), False
     for top in range(0, rows, tile):
         for left in range(0, cols, tile):
-            r0, c0 = max(top - MARGIN, 0), max(left - MARGIN, 0)
-            r1, c1 = min(top + tile + MARGIN, rows), min(left + tile + MARGIN, cols)
+            r0, c0 = max(top - margin, 0), max(left - margin, 0)
+            r1, c1 = min(top + tile + margin, rows), min(left + tile + margin, cols)
             pieces = transform(*(s[:, :, r0 * u:r1 * u, c0 * u:c1 * u]
                                  for s, u in zip(sources, units)))
             several = isinstance(pieces, tuple)
