@@ -22,7 +22,8 @@ def psnr(a, b):
     return bench_psnr(np.asarray(a), np.asarray(b))
 
 
-def tiles_of(monkeypatch, side):
-    """Every tiled transform in tiles of `side` pixels, whatever the image's size."""
-    for name in ("TILE_PIXELS", "LARGE_IMAGE_TILE_PIXELS"):
-        monkeypatch.setattr(tiles, name, side)
+def tiles_of(monkeypatch, side, large_image_side=None):
+    """Tiles of `side` pixels (tiles.TILE_PIXELS) and of `large_image_side` (the same unless
+    given) where tiles.tile_side picks the side for a larger image."""
+    monkeypatch.setattr(tiles, "TILE_PIXELS", side)
+    monkeypatch.setattr(tiles, "LARGE_IMAGE_TILE_PIXELS", large_image_side or side)

@@ -262,12 +262,15 @@ def test_format_md_description_gives_the_same_bits(loaded, latent):
     assert np.array_equal(table[0], reference_table)
 
 
-def test_tiles_give_the_whole_grid_result_with_channel_groups(grouped, monkeypatch):
-    """The context networks reach at most tiles.MARGIN cells: tile by tile (2 × 3 tiles of 4 × 4
-    cells here) the prior is the same, bit for bit."""
+@pytest.mark.parametrize("side, large_image_side", [(4, 4), (6, 4)])
+def test_tiles_give_the_whole_grid_result_with_channel_groups(grouped, monkeypatch, side,
+                                                              large_image_side):
+    """Each network's margin covers its reach: tile by tile (2 × 3 tiles of 4 × 4 cells here; or
+    the channel context in tiles of 6 × 6 and the rest in 4 × 4, as tiles.tile_side mixes them)
+    the prior is the same, bit for bit."""
     model, z, y_hat = grouped
     whole = prior_of(ExactPrior(model), z, y_hat)
-    tiles_of(monkeypatch, 4 * Y_CELL)
+    tiles_of(monkeypatch, side * Y_CELL, large_image_side * Y_CELL)
     tiled = prior_of(ExactPrior(model), z, y_hat)
     assert torch.equal(whole[0], tiled[0]) and np.array_equal(whole[1], tiled[1])
 
@@ -287,11 +290,13 @@ def test_hyper_synthesis_tiles_need_the_hyper_margin(grouped, monkeypatch, margi
     assert all(torch.equal(a, b) for a, b in zip(whole, tiled)) == same
 
 
-def test_tiles_that_would_shift_the_checkerboard_are_refused(grouped, monkeypatch):
+@pytest.mark.parametrize("side, large_image_side", [(5, 4), (4, 5)])
+def test_tiles_that_would_shift_the_checkerboard_are_refused(grouped, monkeypatch, side,
+                                                            large_image_side):
     """The context at the non-anchors reads a tile's own checkerboard: tiles must start on even
-    rows and columns of y, or the tables would depend on the tiling."""
+    rows and columns of y, or the tables would depend on the tiling (in either kind of tile)."""
     model, z, y_hat = grouped
-    tiles_of(monkeypatch, 5 * Y_CELL)
+    tiles_of(monkeypatch, side * Y_CELL, large_image_side * Y_CELL)
     with pytest.raises(ValueError, match="even rows and columns"):
         prior_of(ExactPrior(model), z, y_hat)
 

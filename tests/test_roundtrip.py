@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import vaecodec
-from vaecodec import codec, weights
+from vaecodec import codec, tiles, weights
 from vaecodec.bitstream import Bitstream
 
 from conftest import SAMPLE, psnr, tiles_of
@@ -62,7 +62,9 @@ def test_uint8_arrays_are_accepted(photo):
 def test_image_file_bytes_are_accepted(photo):
     buffer = io.BytesIO()
     photo.save(buffer, format="PNG")
-    assert vaecodec.compress(buffer.getvalue()) == vaecodec.compress(Image.open(buffer))
+    data = vaecodec.compress(buffer.getvalue())
+    assert data == vaecodec.compress(Image.open(buffer))
+    assert data == vaecodec.compress(bytearray(buffer.getvalue()))
     with pytest.raises(vaecodec.CodecError, match="not a readable image"):
         vaecodec.compress(b"not an image")
 
@@ -133,6 +135,12 @@ def test_pixel_limit_is_enforced(photo):
     data = vaecodec.compress(photo)
     with pytest.raises(vaecodec.CodecError, match="exceeds the limit"):
         vaecodec.decompress(data, max_pixels=1000)
+
+
+def test_larger_images_take_smaller_tiles():
+    assert tiles.tile_side(tiles.TILE_PIXELS, tiles.TILE_PIXELS) == tiles.TILE_PIXELS
+    for height, width in ((tiles.TILE_PIXELS + 1, 64), (64, tiles.TILE_PIXELS + 1)):
+        assert tiles.tile_side(height, width) == tiles.LARGE_IMAGE_TILE_PIXELS
 
 
 def test_tiles_stitch_into_the_whole_image_result(monkeypatch):

@@ -1,7 +1,7 @@
 """vaecodec: a learned image codec (compression VAE with a mean-scale hyperprior).
 
     import vaecodec
-    data = vaecodec.compress(image, quality=75)   # PIL image or H×W×C uint8 array → bytes
+    data = vaecodec.compress(image, quality=75)   # PIL image, H×W×C uint8 array or file bytes
     image = vaecodec.decompress(data)             # → PIL.Image.Image
 
 Importing it also registers the `.vae` format with Pillow (`Image.open`, `Image.save`).

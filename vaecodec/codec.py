@@ -154,7 +154,8 @@ def z_channel_tables(z_shape):
 def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_bytes=None,
              strict=False, strip=False, effort=0, weights_path=None, max_pixels=MAX_PIXELS,
              device="auto", precision="auto"):
-    """Compress a PIL image, an H×W[×C] uint8 array or an image file's bytes to `.vae` bytes.
+    """Compress a PIL image, an H×W[×C] uint8 array or an image file's bytes (or bytearray) to
+    `.vae` bytes.
 
     Give at most one of: `quality` 1 (smallest) … 100 (best), default 75; `target_bpp` (bits per
     pixel of the file, within 3 %), `target_psnr` (dB over RGB, within 0.1 dB) or `max_bytes`
@@ -179,7 +180,7 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
             0 <= effort <= rate.MAX_EFFORT):
         raise CodecError(f"effort must be an integer from 0 to {rate.MAX_EFFORT}, not {effort!r}")
     effort = int(effort)  # a NumPy integer too
-    if isinstance(image, bytes):  # decoded here, where nothing else holds the decoded image
+    if isinstance(image, (bytes, bytearray)):  # decoded here, where nothing else holds it
         image = images.read_image(image, max_pixels)
     rgb, alpha, mode, metadata = images.split_channels(image, max_pixels)
     del image  # copied into rgb: a caller that hands it over holds a large photo once, not twice

@@ -39,8 +39,8 @@ EXACT_LIMIT = 2.0 ** 52  # float64 represents every integer below 2^53; one bit 
 # Context around a tile where a network reaches less far than tiles.MARGIN (4) cells, which
 # would add work for nothing. The hyper-synthesis reaches one cell of z before a tile and two
 # after it (its 5×5 transposed convolutions of stride 2 each reach a cell of their input, its
-# last 3×3 convolution a cell of y): with tiles of 8 cells of z (512 pixels), a tile is 2.25
-# times the work of its interior instead of 4.
+# last 3×3 convolution a cell of y; FORMAT.md fixes them): with tiles of 8 cells of z (512
+# pixels), a tile is 2.25 times the work of its interior instead of 4.
 HYPER_MARGIN = 2
 # The non-anchors' correction (`refine`) reaches two cells of y, through the spatial context's
 # 5×5 convolution (the fusion is pointwise): 1.27 times the work of a tile of 32 cells, not 1.56.
@@ -115,6 +115,8 @@ class _NonAnchorConv(_IntegerConv):
         if (layer.kernel_size != (k, k) or layer.stride != (1, 1) or layer.dilation != (1, 1)
                 or layer.padding != (k // 2, k // 2) or layer.groups != 1 or k % 2 == 0):
             raise TypeError("the spatial context must be an odd square 'same' convolution")
+        if k // 2 > REFINE_MARGIN:
+            raise TypeError(f"a {k}×{k} spatial context reaches past REFINE_MARGIN")
         super().__init__(layer, input_bits, device)
         self.tap_rows, self.tap_cols = torch.tensor(
             [(i, j) for i in range(k) for j in range(k) if (i + j) % 2], device=device).T
@@ -173,11 +175,11 @@ def _integer_network(module, input_bits, device):
 
 
 def _tiled(network, margin=None, by_size=False):
-    """`network` over y's grid, tile by tile (bounded memory; the same result), into `out` when
-    given (see tiles.by_tiles); `by_size`: in tiles.tile_side's tiles rather than the
-    transforms'."""
+    """`network` over y's grid (a tuple of sources), tile by tile (bounded memory; the same
+    result), into `out` when given (see tiles.by_tiles); `by_size`: in tiles.tile_side's tiles
+    rather than the transforms'."""
     def run(x, out=None):
-        height, width = (x[0] if isinstance(x, tuple) else x).shape[2:]
+        height, width = x[0].shape[2:]
         side = tiles.tile_side(height * Y_CELL, width * Y_CELL) if by_size else tiles.TILE_PIXELS
         if (side // Y_CELL) % 2 or (tiles.MARGIN if margin is None else margin) % 2:
             raise ValueError("tiles of y must start on even rows and columns (the checkerboard)")

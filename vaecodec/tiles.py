@@ -14,15 +14,17 @@ TILE_PIXELS = 1024  # tile side in image pixels: images up to 1024×1024 are a s
 # of 1024 pixels held, besides their results: 0.4 GB in the analysis (its first layer's float
 # output and the bf16 copy the next layers take), 0.3 GB in the exact hyper-synthesis and 0.18 GB
 # in the non-anchors' correction of the largest channel group; tiles of 512 pixels about 0.1,
-# 0.15 and 0.07 GB (with prior.py's margins).
+# 0.15 and 0.07 GB (with prior.py's margins). A multiple of 64: whole cells of z, and an even
+# number of cells of y (the checkerboard).
 LARGE_IMAGE_TILE_PIXELS = 512
 MARGIN = 4  # grid cells of context on each side of a tile
 
 
 def tile_side(height, width):
     """The tile side for the transforms that hold the most per pixel (the analysis, the exact
-    prior) over an image of height × width pixels: one tile where it fits (TILE_PIXELS: no
-    margins to pay), else LARGE_IMAGE_TILE_PIXELS, in a few per cent more time."""
+    hyper-synthesis and non-anchor correction) over an image of height × width pixels: one tile
+    where it fits (TILE_PIXELS: no margins to pay), else LARGE_IMAGE_TILE_PIXELS, in a few per
+    cent more time."""
     return TILE_PIXELS if max(height, width) <= TILE_PIXELS else LARGE_IMAGE_TILE_PIXELS
 
 
