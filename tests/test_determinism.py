@@ -3,6 +3,7 @@ and with either memory layout of the transforms."""
 
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -65,3 +66,17 @@ def test_exported_weights_are_contiguous(tmp_path):
     assert all(tensor.is_contiguous() for tensor in saved.values())
     assert {saved[key].dtype for key in saved if saved[key].dim() == 4} == {torch.float16}
     assert all(torch.equal(saved[key], shipped[key].to(saved[key].dtype)) for key in shipped)
+
+
+def test_skipping_the_random_start_stays_in_its_thread():
+    """The load builds its model without drawing random weights (the file's replace them, as the
+    test above checks), and only in the thread that loads: another thread's draws go on."""
+    elsewhere = []
+    with weights._SkipRandomInit():
+        here = torch.nn.init.uniform_(torch.zeros(64))
+        thread = threading.Thread(target=lambda: elsewhere.append(
+            torch.nn.init.kaiming_uniform_(torch.zeros(8, 8))))
+        thread.start()
+        thread.join()
+    assert torch.count_nonzero(here) == 0 and torch.count_nonzero(elsewhere[0]) > 0
+    assert torch.count_nonzero(torch.nn.init.uniform_(torch.zeros(64))) > 0
