@@ -69,8 +69,9 @@ def test_exported_weights_are_contiguous(tmp_path):
 
 
 def test_skipping_the_random_start_stays_in_its_thread():
-    """The load builds its model without drawing random weights (the file's replace them, as the
-    test above checks), and only in the thread that loads: another thread's draws go on."""
+    """The load builds its model without drawing its convolutions' random weights (the file's
+    replace them: see the next test), and only in the thread that loads: another thread's draws
+    go on."""
     elsewhere = []
     with weights._SkipRandomInit():
         here = torch.nn.init.uniform_(torch.zeros(64))
@@ -78,5 +79,18 @@ def test_skipping_the_random_start_stays_in_its_thread():
             torch.nn.init.kaiming_uniform_(torch.zeros(8, 8))))
         thread.start()
         thread.join()
-    assert torch.count_nonzero(here) == 0 and torch.count_nonzero(elsewhere[0]) > 0
+        here_kaiming = torch.nn.init.kaiming_uniform_(torch.zeros(8, 8))
+    assert torch.count_nonzero(here) == 0 and torch.count_nonzero(here_kaiming) == 0
+    assert torch.count_nonzero(elsewhere[0]) > 0
     assert torch.count_nonzero(torch.nn.init.uniform_(torch.zeros(64))) > 0
+
+
+@pytest.mark.parametrize("name", ["vaecodec.pt", "candidate.pt"])
+def test_loaded_model_holds_exactly_the_files_tensors(name):
+    path = weights.default_path().with_name(name)
+    if not path.exists():
+        pytest.skip(f"no {name}")
+    loaded = weights.Codec(path).model.state_dict()
+    stored = weights.read(path)["state_dict"]
+    assert loaded.keys() == stored.keys()
+    assert all(torch.equal(loaded[key], stored[key].to(loaded[key].dtype)) for key in stored)
