@@ -174,14 +174,14 @@ def _integer_network(module, input_bits, device):
     return network
 
 
-def _tiled(network, margin=None, by_size=False):
-    """`network` over y's grid (a tuple of sources), tile by tile (bounded memory; the same
-    result), into `out` when given (see tiles.by_tiles); `by_size`: in tiles.tile_side's tiles
-    rather than the transforms'."""
+def _tiled(network, margin, by_size=False):
+    """`network` over y's grid (a tuple of sources), tile by tile with `margin` cells of context
+    (bounded memory; the same result), into `out` when given (see tiles.by_tiles); `by_size`:
+    in tiles.tile_side's tiles rather than the transforms'."""
     def run(x, out=None):
         height, width = x[0].shape[2:]
         side = tiles.tile_side(height * Y_CELL, width * Y_CELL) if by_size else tiles.TILE_PIXELS
-        if (side // Y_CELL) % 2 or (tiles.MARGIN if margin is None else margin) % 2:
+        if (side // Y_CELL) % 2 or margin % 2:
             raise ValueError("tiles of y must start on even rows and columns (the checkerboard)")
         return tiles.by_tiles(network, x, 1, 1, Y_CELL, out, tile_pixels=side, margin=margin)
 
@@ -214,7 +214,8 @@ class _ExactNetworks:
 
     def condition(self, k, params, earlier):
         """model.conditioned, tile by tile in place."""
-        return _tiled(lambda *pair: conditioned(self, k, *pair))((params, earlier), out=params)
+        return _tiled(lambda *pair: conditioned(self, k, *pair), tiles.MARGIN)(
+            (params, earlier), out=params)
 
     def refine(self, k, params, anchor_hat):
         """model.refined, tile by tile in place."""
