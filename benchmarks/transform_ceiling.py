@@ -19,7 +19,7 @@ def mean_psnr(loaded, images, position):
     gain, inverse_gain = loaded.model.gains(torch.tensor([float(position)]))
     total = 0.0
     for _, rgb in images:
-        y = codec.analyse(loaded, rgb, transforms) * gain
+        y = codec.analyse(loaded, codec.padded(rgb), transforms) * gain
         with torch.no_grad():
             x_hat = transforms.synthesis(y, inverse_gain)
         height, width = rgb.shape[:2]

@@ -80,10 +80,11 @@ def test_refine_leaves_its_input_as_it_is(larger_photo, monkeypatch):
     monkeypatch.setattr(refine, "TILE_PIXELS", 128)
     loaded = weights.load()
     rgb = np.asarray(larger_photo)
-    y, z = codec.at_quality(loaded, codec.analyse(loaded, rgb), QUALITY)
+    pixels = codec.padded(rgb)
+    y, z = codec.at_quality(loaded, codec.analyse(loaded, pixels), QUALITY)
     before = y.clone()
-    refined = refine.refine(compute.transforms(loaded.model), y, z, codec.padded(rgb),
-                            rgb.shape[1], rgb.shape[0], QUALITY, 1)
+    refined = refine.refine(compute.transforms(loaded.model), y, z, pixels, rgb.shape[1],
+                            rgb.shape[0], QUALITY, 1)
     assert torch.equal(y, before) and not torch.equal(refined, before)
 
 

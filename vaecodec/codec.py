@@ -33,11 +33,11 @@ from .tiles import by_tiles
 DEFAULT_QUALITY = 75
 
 
-def analyse(codec, rgb, transforms=None):
-    """An H×W×3 uint8 image → the analysis transform's output before the gain (float32). It does
-    not depend on the quality, so rate control computes it once and tries qualities on it."""
+def analyse(codec, source, transforms=None):
+    """`padded`'s uint8 [1, 3, H', W'] → the analysis transform's output before the gain
+    (float32). It does not depend on the quality, so rate control computes it once and tries
+    qualities on it."""
     transforms = transforms or compute.transforms(codec.model)
-    source = padded(rgb)
     with torch.no_grad():
         return by_tiles(transforms.analysis, source, Y_CELL, 1, Y_CELL,
                         tile_pixels=tiles.tile_side(*source.shape[2:]))
@@ -108,7 +108,7 @@ def latents(codec, rgb, quality, transforms=None):
     s = round(y − μ), their means μ and tables (arrays over all of y), and the y section that
     codes s."""
     transforms = transforms or compute.transforms(codec.model)
-    y, z = at_quality(codec, analyse(codec, rgb, transforms), quality, in_place=True)
+    y, z = at_quality(codec, analyse(codec, padded(rgb), transforms), quality, in_place=True)
     _, y_section, (s, mean, table) = code_latents(codec, y, z, transforms.device, keep=True)
     return z, s, mean, table, y_section
 
@@ -186,8 +186,10 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     del image  # copied into rgb: a caller that hands it over holds a large photo once, not twice
     codec = weights.load(weights_path)
     transforms = compute.transforms(codec.model, device, precision)
-    features = analyse(codec, rgb, transforms)
-    padded_rgb = padded(rgb) if effort else None  # what the refinement compares its decodes with
+    padded_rgb = padded(rgb)
+    features = analyse(codec, padded_rgb, transforms)
+    if not effort:  # otherwise what the refinement compares its decodes with
+        padded_rgb = None
     height, width = rgb.shape[:2]
     sections = dict(
         model_id=codec.model_id, width=width, height=height, mode=mode,
