@@ -563,8 +563,15 @@ def sample(count, output, seed, size, quality, force, max_pixels, verbosity):
 @click.option("--groups", callback=lambda ctx, param, value: _integers(value),
               help="Channel groups of the context, comma-separated, summing to M (new runs only; "
                    "default: ELIC's proportions, 16,16,32,64,192 for M=320).")
+@click.option("--hyper", callback=lambda ctx, param, value: _integers(value),
+              help="Hidden widths of the hyper-synthesis, comma-separated (new runs only; "
+                   "default: N,N).")
 @click.option("--init", type=click.Path(exists=True, dir_okay=False),
               help="Start a new run from this weights file instead of random weights.")
+@click.option("--widen", is_flag=True,
+              help="With --init: start a model of --channels, --latents, --groups and --hyper "
+                   "that computes what the init model does (its channels copied, the new ones "
+                   "silent until training uses them).")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
               show_default=True,
               help="Arithmetic of the transforms (the prior and rates are always fp32); auto: "
@@ -573,14 +580,17 @@ def sample(count, output, seed, size, quality, force, max_pixels, verbosity):
               default="auto", show_default=True,
               help="torch.compile the training pass; auto: on CUDA; graphs: also as CUDA graphs.")
 def train(data_dir, checkpoint, export, steps, minutes, lr, decay, batch_size, crop, n, m,
-          groups, init, precision, compile_):
+          groups, hyper, init, widen, precision, compile_):
     """Train the model on a folder of images (CUDA when available)."""
     from .train import train as run
 
+    if widen and not init:
+        raise click.UsageError("--widen needs --init (the model to start from)")
     try:
         run(data_dir, checkpoint, steps, minutes, batch_size=batch_size, crop=crop, lr=lr,
-            decay=decay, n=n, m=m, groups=groups, init=init, precision=precision,
-            compile=compile_, export=export, log=lambda line: click.echo(line, err=True))
+            decay=decay, n=n, m=m, groups=groups, hyper=hyper, init=init, widen=widen,
+            precision=precision, compile=compile_, export=export,
+            log=lambda line: click.echo(line, err=True))
     except (ValueError, OSError) as error:
         _say("error", str(error))
         sys.exit(1)

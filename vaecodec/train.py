@@ -25,6 +25,7 @@ from . import weights
 from .compute import use_bf16
 from .images import IMAGE_SUFFIXES
 from .model import VAE
+from .widen import widened
 
 
 def load_training_images(folder, max_side=512, min_side=128):
@@ -125,9 +126,10 @@ def learning_rate(run_step, progress, peak, decay=0.2, warmup=500):
     return peak / 20 + (peak - peak / 20) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def _start(checkpoint, init, config, log):
+def _start(checkpoint, init, widen, config, log):
     """The model, its EMA, the optimizer state and the step to start from: the checkpoint's
-    when it exists, else the weights file `init`'s (a fresh optimizer), else random weights."""
+    when it exists, else the weights file `init`'s (a fresh optimizer; with `widen`, grown into
+    a model of `config`: widen.py), else random weights of `config`."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True) \
         if checkpoint.exists() else None
     if state is not None:
@@ -139,7 +141,10 @@ def _start(checkpoint, init, config, log):
         ema.load_state_dict(ema_state)
         log(f"resumed {checkpoint} at step {state['step']}")
         return model, ema, state["optimizer"], state["step"]
-    if init is not None:
+    if init is not None and widen:
+        model = widened(VAE(**config), weights.read(init))
+        log(f"started from {init}, widened to N={model.n} M={model.m}")
+    elif init is not None:
         start = weights.read(init)
         model = VAE(**start["config"])
         # A context that the init file lacks (it predates it) keeps its initialization.
@@ -203,11 +208,12 @@ class _Ranks:
 
 
 def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=5e-4, decay=0.2,
-          n=192, m=320, groups=None, hyper=None, init=None, precision="auto", compile="auto",
-          export=None, log_every=50, save_minutes=2.0, seed=0, log=print):
+          n=192, m=320, groups=None, hyper=None, init=None, widen=False, precision="auto",
+          compile="auto", export=None, log_every=50, save_minutes=2.0, seed=0, log=print):
     """Train (or resume) until `steps` total steps or `minutes` of wall time, then export; return
     the trained (raw) model. A new run starts from random weights of a model with N, M, channel
-    `groups` and `hyper` widths (model.VAE), or from the weights file `init` (fine-tuning).
+    `groups` and `hyper` widths (model.VAE), or from the weights file `init` (fine-tuning; with
+    `widen`, a model of those widths that starts computing what `init`'s does: widen.py).
     `compile`: torch.compile the training pass (auto: on CUDA, where it pays back its start-up
     within a minute; graphs: also replay it as CUDA graphs, which saves the launch of every
     kernel where a step is too short to hide it). Under torchrun every rank trains on
@@ -223,7 +229,7 @@ def train(data_dir, checkpoint, steps, minutes=None, batch_size=8, crop=128, lr=
     checkpoint = Path(checkpoint)
     torch.manual_seed(seed)  # the same random weights in every rank
     model, ema, optimizer_state, step = _start(
-        checkpoint, init, {"n": n, "m": m, "groups": groups, "hyper": hyper}, log)
+        checkpoint, init, widen, {"n": n, "m": m, "groups": groups, "hyper": hyper}, log)
     model.to(device, memory_format=torch.channels_last)
     # The average in the model's layout: _foreach_lerp_ takes its one-kernel path only for
     # tensors of the same strides.
