@@ -570,8 +570,8 @@ def sample(count, output, seed, size, quality, force, max_pixels, verbosity):
               help="Start a new run from this weights file instead of random weights.")
 @click.option("--widen", is_flag=True,
               help="With --init: start a model of --channels, --latents, --groups and --hyper "
-                   "that computes what the init model does (its channels copied, the new ones "
-                   "silent until training uses them).")
+                   "that computes what the init model does: its channels copied (its channel "
+                   "groups to the last groups), the new ones silent until training uses them.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
               show_default=True,
               help="Arithmetic of the transforms (the prior and rates are always fp32); auto: "

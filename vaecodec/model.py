@@ -249,6 +249,9 @@ class VAE(nn.Module):
         self.lambdas = tuple(lambdas)
         if sum(self.groups) != m or min(self.groups) < 1:
             raise ValueError(f"channel groups {self.groups} do not split {m} latent channels")
+        if len(self.synthesis_widths) != 3 or len(self.hyper) != 2:
+            raise ValueError(f"the synthesis has 3 widths and the hyper-synthesis 2, not "
+                             f"{len(self.synthesis_widths)} and {len(self.hyper)}")
         self.analysis = nn.Sequential(
             _conv(3, n), GDN(n), _conv(n, n), GDN(n), _conv(n, n), GDN(n), _conv(n, m))
         s1, s2, s3 = self.synthesis_widths

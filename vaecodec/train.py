@@ -141,23 +141,29 @@ def _start(checkpoint, init, widen, config, log):
         ema.load_state_dict(ema_state)
         log(f"resumed {checkpoint} at step {state['step']}")
         return model, ema, state["optimizer"], state["step"]
-    if init is not None and widen:
-        model = widened(VAE(**config), weights.read(init))
-        log(f"started from {init}, widened to N={model.n} M={model.m}")
-    elif init is not None:
-        start = weights.read(init)
-        model = VAE(**start["config"])
-        # A context that the init file lacks (it predates it) keeps its initialization.
-        keys = model.load_state_dict(start["state_dict"], strict=False)
-        misfits = keys.unexpected_keys + [key for key in keys.missing_keys if not key.startswith(
-            ("channel_context.", "spatial_context.", "fusion."))]
-        if misfits:
-            raise ValueError(f"{init} does not fit this model: {misfits[0]}")
-        new = f" ({len(keys.missing_keys)} new tensors initialized)" if keys.missing_keys else ""
-        log(f"started from {init}{new}")
+    if init is not None:
+        model, added = _from_weights(init)
+        log(f"started from {init}" + (f" ({added} new tensors initialized)" if added else ""))
+        if widen:
+            model = widened(VAE(**config), model)
+            log(f"widened to N={model.n} M={model.m} groups {'/'.join(map(str, model.groups))}")
     else:
         model = VAE(**config)
     return model, copy.deepcopy(model), None, 0
+
+
+def _from_weights(path):
+    """The model of a weights file and how many of its tensors were missing: a context that the
+    file lacks (it predates it) keeps its initialization; anything else that does not fit is a
+    ValueError."""
+    start = weights.read(path)
+    model = VAE(**start["config"])
+    keys = model.load_state_dict(start["state_dict"], strict=False)
+    misfits = keys.unexpected_keys + [key for key in keys.missing_keys if not key.startswith(
+        ("channel_context.", "spatial_context.", "fusion."))]
+    if misfits:
+        raise ValueError(f"{path} does not fit this model: {misfits[0]}")
+    return model, len(keys.missing_keys)
 
 
 class _Ranks:
