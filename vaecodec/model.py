@@ -219,14 +219,20 @@ def join_groups(priors):
     return torch.cat(means + raws, dim=1)
 
 
-def _log_interpolated(table, position):
-    """exp of `table`'s rows ([levels, C]) interpolated linearly at each position ([B] floats)
-    → [B, C]; positions below 0 extrapolate from the first two rows."""
+def interpolated_rows(table, position):
+    """`table`'s rows ([levels, C]) interpolated linearly at each position ([B] floats) → [B, C];
+    positions below 0 extrapolate from the first two rows. How a model's log-gains (and log λ)
+    run between its trained λ."""
     position = position.to(table.device, torch.float32)
     low = position.floor().long().clamp(0, len(table) - 1)
     high = (low + 1).clamp(max=len(table) - 1)
     t = (position - low)[:, None]
-    return torch.exp(table[low] * (1 - t) + table[high] * t)
+    return table[low] * (1 - t) + table[high] * t
+
+
+def _log_interpolated(table, position):
+    """exp of `interpolated_rows`."""
+    return torch.exp(interpolated_rows(table, position))
 
 
 class VAE(nn.Module):

@@ -15,9 +15,10 @@ first log lines show). At the narrow model's λ the wide model then codes as the
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
-from .model import VAE, group_bounds
+from .model import group_bounds, interpolated_rows
 
 # The prior's raw scale of a silent latent: softplus(-6) + SCALE_MIN ≈ SCALE_MIN, where a zero
 # costs about 10⁻⁵ bits.
@@ -161,16 +162,13 @@ def _copy_z_prior(wide_state, narrow):
 
 def _copy_gains(wide_state, narrow, wide, y):
     """The narrow latents' gains at each of the wide model's λ: the narrow model's own at its
-    λ, interpolated between them as the narrow model does (linearly in log λ); beyond its
-    range, the nearest end's scaled by √(λ / its λ) (quantization step ∝ 1/√λ) and the inverse
-    gain by the inverse."""
-    logs = [math.log(lam) for lam in narrow.lambdas]
-    for row, lam in enumerate(wide.lambdas):
-        inside = min(max(math.log(lam), logs[0]), logs[-1])  # log λ clamped to the narrow range
-        low = max(i for i, value in enumerate(logs) if value <= inside)
-        high = min(low + 1, len(logs) - 1)
-        t = (inside - logs[low]) / (logs[high] - logs[low]) if high > low else 0.0
-        beyond = 0.5 * (math.log(lam) - inside)
+    λ, interpolated between them as the narrow model does (model.interpolated_rows, at the
+    position of λ among its λ in log space); beyond its range, the nearest end's scaled by
+    √(λ / its λ) (quantization step ∝ 1/√λ) and the inverse gain by the inverse."""
+    logs = np.log(narrow.lambdas)
+    for row, log_lambda in enumerate(map(math.log, wide.lambdas)):
+        position = torch.tensor([np.interp(log_lambda, logs, np.arange(len(logs)))])  # clamped
+        beyond = 0.5 * (log_lambda - min(max(log_lambda, logs[0]), logs[-1]))
         for name, sign in (("log_gain", 1), ("log_inverse_gain", -1)):
-            rows = getattr(narrow, name)
-            wide_state[name][row, y] = rows[low] * (1 - t) + rows[high] * t + sign * beyond
+            wide_state[name][row, y] = (interpolated_rows(getattr(narrow, name), position)[0]
+                                        + sign * beyond)
