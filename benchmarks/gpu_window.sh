@@ -1,15 +1,8 @@
 #!/usr/bin/env bash
 # One call of a GPU window for model 2 (N=192, M=320, five channel groups), as the device tool
-# runs it from the repository root. Prepare here, once per session:
-#
-#   vaecodec pack-images ../shared/data/train -o .pack --quality 90     # 27 MB of JPEGs
-#   printf '/.pack/\n/.whl/\n/.gpu_in/\n' >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#       --implementation cp --platform manylinux_2_17_x86_64 -d .whl constriction pytorch-msssim
-#   mv weights/vaecodec.pt /tmp/    # at most 64 MiB travel; the shipped weights need not
-#   VAECODEC_WEIGHTS=weights/candidate.pt python benchmarks/gpu_codec.py prepare \
-#       KODAK_SUBSET .gpu_in        # 4 Kodak images: 6 MB
-#
+# runs it from the repository root. Prepare here, once per session, with
+# `bash benchmarks/gpu_prepare.sh` (the training photos as AVIF in .pack, the wheels in .whl, 3
+# Kodak images in .gpu_in, the shipped weights moved out; it checks the 64 MiB a call carries),
 # then run(command="bash benchmarks/gpu_window.sh SECONDS [speed]",
 # carry=[".pack", ".whl", ".gpu_in"], timeout_s=SECONDS + 20). The call ends within about
 # SECONDS: it trains for what is left after the other steps (100 s are kept for loading,

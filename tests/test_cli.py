@@ -65,11 +65,19 @@ def test_compress_codes_without_the_decoded_file_held(folder, monkeypatch):
     assert held == []
 
 
-@pytest.mark.parametrize("name, fmt", [("c.jpg", "JPEG"), ("c.TIF", "TIFF"), ("c.webp", "WEBP")])
+@pytest.mark.parametrize("name, fmt", [("c.jpg", "JPEG"), ("c.TIF", "TIFF"), ("c.webp", "WEBP"),
+                                       ("c.avif", "AVIF")])
 def test_output_format_follows_extension(folder, name, fmt):
     run("compress", folder / "a.png")
     assert run("decompress", folder / "a.vae", "-o", folder / name).exit_code == 0
     assert Image.open(folder / name).format == fmt
+
+
+def test_a_directory_of_avif_photos_is_compressed(tmp_path, photo):
+    photo.save(tmp_path / "a.avif", quality=90)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert run("compress", tmp_path, "-o", tmp_path / "out").exit_code == 0
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["a.vae"]
 
 
 def test_existing_output_is_refused_without_force(folder):

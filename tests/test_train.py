@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from vaecodec import codec, weights
 from vaecodec.cli import main
@@ -175,18 +177,41 @@ def test_zoomed_out_crops_stay_inside_photos_large_enough():
     assert values == {128, 255}
 
 
-def test_pack_images_writes_what_training_sees(tmp_path, photo):
+@pytest.mark.parametrize("options, suffix", [([], ".avif"), (["--format", "jpeg"], ".jpeg")])
+def test_pack_images_writes_what_training_sees(tmp_path, photo, options, suffix):
     data = tmp_path / "images"
     data.mkdir()
     photo.resize((700, 520)).save(data / "big.png")
     photo.resize((100, 80)).save(data / "tiny.png")
-    result = CliRunner().invoke(main, ["pack-images", str(data), "-o", str(tmp_path / "pack")])
-    assert result.exit_code == 0, result.output
-    assert result.stderr == f"1 images in {tmp_path / 'pack'}\n"
-    [packed] = training.load_training_images(tmp_path / "pack")
     [expected] = training.load_training_images(data, min_side=256)
-    assert packed.shape == expected.shape == (512, 689, 3)
-    assert np.abs(packed.astype(int) - expected).mean() < 2
+    errors, sizes = [], []
+    for quality in ([], ["--quality", "50"]):
+        pack = tmp_path / f"pack{len(quality)}"
+        result = CliRunner().invoke(main, ["pack-images", str(data), "-o", str(pack), *options,
+                                           *quality])
+        assert result.exit_code == 0, result.output
+        assert result.stderr == f"1 images in {pack}\n"
+        [path] = pack.iterdir()
+        assert path.name == f"0000{suffix}"
+        [packed] = training.load_training_images(pack)
+        assert packed.shape == expected.shape == (512, 689, 3)
+        errors.append(np.abs(packed.astype(int) - expected).mean())
+        sizes.append(path.stat().st_size)
+    assert errors[0] < 0.8 < errors[1]  # the default quality is high; --quality is applied
+    assert sizes[0] > 2 * sizes[1]
+
+
+def test_pack_images_says_when_pillow_cannot_write_avif(tmp_path, photo, monkeypatch):
+    data = tmp_path / "images"
+    data.mkdir()
+    photo.resize((300, 300)).save(data / "a.png")
+    Image.init()
+    monkeypatch.delitem(Image.SAVE, "AVIF", raising=False)
+    result = CliRunner().invoke(main, ["pack-images", str(data), "-o", str(tmp_path / "pack")])
+    assert result.exit_code == 1
+    assert result.stderr == ("error: this Pillow cannot write AVIF (built without it); use "
+                             "--format jpeg\n")
+    assert not (tmp_path / "pack").exists()
 
 
 def test_torchrun_ranks_train_like_one_process_with_their_batches_together(tmp_path, photo):

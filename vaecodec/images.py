@@ -10,8 +10,8 @@ from PIL import Image, ImageOps
 from .bitstream import MAX_PIXELS, check_size
 from .errors import CodecError, ConversionWarning
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-                  ".gif")  # what folders are scanned for
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".ppm",
+                  ".pgm", ".gif")  # what folders are scanned for
 _ARRAY_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 EXIF_PREFIX = b"Exif\x00\x00"  # what Pillow keeps before the EXIF in `info` (JPEG's APP1 header)
 

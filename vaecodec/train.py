@@ -48,15 +48,29 @@ def load_training_images(folder, max_side=512, min_side=128):
     return images
 
 
-def pack_training_images(folder, out, quality=94, min_side=256):
-    """Write the training images as `load_training_images` sees them to `out` as JPEG files
-    (4:4:4, about 42 dB at quality 94): a compact copy for machines that take few megabytes.
-    Returns how many."""
+# Formats of a training pack: Pillow's name, default quality, options. Training photos as
+# `load_training_images` sees them (293 photos, 67 MP): AVIF 4:4:4 at 90 takes 23.5 MB at
+# 41.7 dB (tenth-worst photo 38.9 dB); JPEG 4:4:4 takes 27.6 MB at 90 for 38.0 dB (35.3 dB) and
+# 35.6 MB at 94 for 41.5 dB (38.3 dB). The top λ aim near 40 dB: targets must be cleaner.
+PACK_FORMATS = {"avif": ("AVIF", 90, {"subsampling": "4:4:4", "speed": 6}),
+                "jpeg": ("JPEG", 94, {"subsampling": 0})}
+
+
+def pack_training_images(folder, out, fmt="avif", quality=None, min_side=256):
+    """Write the training images as `load_training_images` sees them to `out` in a compact
+    format (PACK_FORMATS; quality None: the format's default), for training machines that take
+    few megabytes. Returns how many."""
+    name, default_quality, options = PACK_FORMATS[fmt]
+    Image.init()  # every plugin: AVIF is not among the common ones
+    if name not in Image.SAVE:
+        raise ValueError(f"this Pillow cannot write {name} (built without it); "
+                         "use --format jpeg")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = load_training_images(folder, min_side=min_side)
     for i, image in enumerate(images):
-        Image.fromarray(image).save(out / f"{i:04d}.jpg", quality=quality, subsampling=0)
+        Image.fromarray(image).save(out / f"{i:04d}.{fmt}", name,
+                                    quality=quality or default_quality, **options)
     return len(images)
 
 

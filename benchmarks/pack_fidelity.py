@@ -1,0 +1,40 @@
+"""Size and fidelity of a training pack (`vaecodec pack-images`) per format and quality: total
+bytes, PSNR over all photos against the photos training sees unpacked, and the worst and
+tenth-worst photo's PSNR.
+
+    python benchmarks/pack_fidelity.py ../shared/data/train avif:90 jpeg:90 jpeg:94
+"""
+
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+from vaecodec.train import load_training_images, pack_training_images
+
+
+@click.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("settings", nargs=-1, required=True)
+def main(folder, settings):
+    """SETTINGS: FORMAT:QUALITY, e.g. avif:90."""
+    originals = load_training_images(folder, min_side=256)
+    click.echo("| format | quality | MB | PSNR dB | worst photo dB | tenth-worst dB |\n"
+               "|---|---:|---:|---:|---:|---:|")
+    for setting in settings:
+        fmt, quality = setting.split(":")
+        with tempfile.TemporaryDirectory() as out:
+            pack_training_images(folder, out, fmt, int(quality))
+            size = sum(path.stat().st_size for path in Path(out).iterdir())
+            packed = load_training_images(out)
+        squared = [((p.astype(np.float64) - o) ** 2).sum() for p, o in zip(packed, originals)]
+        values = [o.size for o in originals]
+        each = 10 * np.log10(255 ** 2 * np.array(values) / np.array(squared))
+        whole = 10 * np.log10(255 ** 2 * sum(values) / sum(squared))
+        click.echo(f"| {fmt} | {quality} | {size / 1e6:.1f} | {whole:.2f} | {each.min():.2f} | "
+                   f"{np.percentile(each, 10):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
