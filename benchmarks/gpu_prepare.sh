@@ -32,7 +32,8 @@ if [ -f weights/vaecodec.pt ]; then
     echo "shipped weights moved to $shipped_away: put them back after the window" >&2
 fi
 subset=$(mktemp -d)
-ls "$data"/kodak/*.png | head -n "$kodak_images" | xargs -I{} cp {} "$subset"
+kodak=("$data"/kodak/*.png)
+cp "${kodak[@]:0:$kodak_images}" "$subset"
 VAECODEC_WEIGHTS=weights/candidate.pt python3 benchmarks/gpu_codec.py prepare "$subset" .gpu_in
 rm -r "$subset"
 
