@@ -197,8 +197,8 @@ def test_pack_images_writes_what_training_sees(tmp_path, photo, options, suffix)
         assert packed.shape == expected.shape == (512, 689, 3)
         errors.append(np.abs(packed.astype(int) - expected).mean())
         sizes.append(path.stat().st_size)
-    assert errors[0] < 0.8 < errors[1]  # the default quality is high; --quality is applied
-    assert sizes[0] > 2 * sizes[1]
+    assert errors[0] < 1  # the default quality keeps the photo within a level on average
+    assert sizes[0] > 2 * sizes[1] and errors[1] > errors[0]  # --quality is applied
 
 
 def test_pack_images_says_when_pillow_cannot_write_avif(tmp_path, photo, monkeypatch):
