@@ -17,25 +17,30 @@ shipped_away=${SHIPPED_AWAY:-/tmp/vaecodec-shipped.pt}
 limit=$((64 << 20))
 data=../shared/data
 
-mkdir -p .git/info
+cd "$(git rev-parse --show-toplevel)"
+python3 -m vaecodec --version >/dev/null  # the project's virtualenv, before anything is removed
+[ "$kodak_images" -ge 1 ] || { echo "KODAK_IMAGES must be at least 1" >&2; exit 1; }
+exclude=$(git rev-parse --git-path info/exclude)  # a worktree's .git is a file
+mkdir -p "$(dirname "$exclude")"
 for path in /.pack/ /.whl/ /.gpu_in/; do
-    grep -qxF "$path" .git/info/exclude 2>/dev/null || echo "$path" >> .git/info/exclude
+    grep -qxF "$path" "$exclude" 2>/dev/null || echo "$path" >> "$exclude"
 done
+subset=$(mktemp -d)
+trap 'rm -rf "$subset"' EXIT
 rm -rf .pack .whl .gpu_in
-vaecodec pack-images "$data/train" -o .pack
+python3 -m vaecodec pack-images "$data/train" -o .pack
 wheel=(python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12
        --implementation cp -d .whl)
 "${wheel[@]}" --platform manylinux_2_17_x86_64 constriction pytorch-msssim
 "${wheel[@]}" --platform manylinux_2_28_x86_64 'pillow>=11.3'
+kodak=("$data"/kodak/*.png)
+cp "${kodak[@]:0:$kodak_images}" "$subset"
+VAECODEC_WEIGHTS=weights/candidate.pt python3 benchmarks/gpu_codec.py prepare "$subset" .gpu_in
+
 if [ -f weights/vaecodec.pt ]; then
     mv weights/vaecodec.pt "$shipped_away"
     echo "shipped weights moved to $shipped_away: put them back after the window" >&2
 fi
-subset=$(mktemp -d)
-kodak=("$data"/kodak/*.png)
-cp "${kodak[@]:0:$kodak_images}" "$subset"
-VAECODEC_WEIGHTS=weights/candidate.pt python3 benchmarks/gpu_codec.py prepare "$subset" .gpu_in
-rm -r "$subset"
 
 # What a call carries: the files git tracks or would track, plus the carried folders.
 carried=$(python3 -c '

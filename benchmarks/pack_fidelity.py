@@ -1,6 +1,6 @@
 """Size and fidelity of a training pack (`vaecodec pack-images`) per format and quality: total
 bytes, PSNR over all photos against the photos training sees unpacked, and the worst and
-tenth-worst photo's PSNR.
+10th percentile of the photos' PSNR.
 
     python benchmarks/pack_fidelity.py ../shared/data/train avif:90 jpeg:90 jpeg:94
 """
@@ -20,7 +20,7 @@ from vaecodec.train import load_training_images, pack_training_images
 def main(folder, settings):
     """SETTINGS: FORMAT:QUALITY, e.g. avif:90."""
     originals = load_training_images(folder, min_side=256)
-    click.echo("| format | quality | MB | PSNR dB | worst photo dB | tenth-worst dB |\n"
+    click.echo("| format | quality | MB | PSNR dB | worst photo dB | 10th percentile dB |\n"
                "|---|---:|---:|---:|---:|---:|")
     for setting in settings:
         fmt, quality = setting.split(":")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from vaecodec import codec, weights
 from vaecodec.cli import main
@@ -177,41 +177,77 @@ def test_zoomed_out_crops_stay_inside_photos_large_enough():
     assert values == {128, 255}
 
 
-@pytest.mark.parametrize("options, suffix", [([], ".avif"), (["--format", "jpeg"], ".jpeg")])
-def test_pack_images_writes_what_training_sees(tmp_path, photo, options, suffix):
+@pytest.mark.parametrize("fmt, default", [("avif", "90"), ("jpeg", "94")])
+def test_pack_images_writes_what_training_sees(tmp_path, photo, fmt, default):
     data = tmp_path / "images"
     data.mkdir()
     photo.resize((700, 520)).save(data / "big.png")
     photo.resize((100, 80)).save(data / "tiny.png")
     [expected] = training.load_training_images(data, min_side=256)
-    errors, sizes = [], []
-    for quality in ([], ["--quality", "50"]):
-        pack = tmp_path / f"pack{len(quality)}"
-        result = CliRunner().invoke(main, ["pack-images", str(data), "-o", str(pack), *options,
-                                           *quality])
+    errors, files = [], []
+    for quality in ([], ["--quality", default], ["--quality", "50"]):
+        pack = tmp_path / f"pack{len(files)}"
+        result = CliRunner().invoke(main, ["pack-images", str(data), "-o", str(pack), "--format",
+                                           fmt, *quality])
         assert result.exit_code == 0, result.output
         assert result.stderr == f"1 images in {pack}\n"
         [path] = pack.iterdir()
-        assert path.name == f"0000{suffix}"
+        assert path.name == f"0000.{fmt}"
         [packed] = training.load_training_images(pack)
         assert packed.shape == expected.shape == (512, 689, 3)
         errors.append(np.abs(packed.astype(int) - expected).mean())
-        sizes.append(path.stat().st_size)
+        files.append(path.read_bytes())
     assert errors[0] < 1  # the default quality keeps the photo within a level on average
-    assert sizes[0] > 2 * sizes[1] and errors[1] > errors[0]  # --quality is applied
+    assert files[0] == files[1]  # the documented default
+    assert len(files[0]) > 2 * len(files[2]) and errors[2] > errors[0]  # --quality is applied
+    if fmt == "jpeg":
+        with Image.open(tmp_path / "pack0" / "0000.jpeg") as packed:
+            assert JpegImagePlugin.get_sampling(packed) == 0  # 4:4:4
 
 
-def test_pack_images_says_when_pillow_cannot_write_avif(tmp_path, photo, monkeypatch):
+def test_pack_images_is_avif_unless_told(tmp_path, photo):
     data = tmp_path / "images"
     data.mkdir()
     photo.resize((300, 300)).save(data / "a.png")
+    assert CliRunner().invoke(main, ["pack-images", str(data), "-o", str(tmp_path / "p")]
+                              ).exit_code == 0
+    assert [path.suffix for path in (tmp_path / "p").iterdir()] == [".avif"]
+
+
+def test_pack_images_writes_a_whole_new_folder_or_nothing(tmp_path, photo, monkeypatch):
+    data = tmp_path / "images"
+    data.mkdir()
+    photo.resize((300, 300)).save(data / "a.png")
+    photo.resize((300, 300)).save(data / "b.png")
+    pack = tmp_path / "pack"
+
+    def pack_images(*options):
+        return CliRunner().invoke(main, ["pack-images", str(data), "-o", str(pack), *options])
+
     Image.init()
-    monkeypatch.delitem(Image.SAVE, "AVIF", raising=False)
-    result = CliRunner().invoke(main, ["pack-images", str(data), "-o", str(tmp_path / "pack")])
+    with monkeypatch.context() as patch:
+        patch.delitem(Image.SAVE, "AVIF", raising=False)
+        result = pack_images()
+        assert result.exit_code == 1
+        assert result.stderr == ("error: this Pillow cannot write AVIF (built without it); pack "
+                                 "as JPEG instead\n")
+    saved = Image.Image.save
+
+    def full_disk_at_the_second(image, path, *args, **kwargs):
+        if str(path).endswith("0001.avif"):
+            raise OSError(28, "No space left on device")
+        return saved(image, path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Image.Image, "save", full_disk_at_the_second)
+        result = pack_images()
+        assert result.exit_code == 1 and "No space left" in result.stderr
+    assert sorted(tmp_path.iterdir()) == [data]  # nothing left behind
+    assert pack_images().exit_code == 0
+    result = pack_images("--format", "jpeg")
     assert result.exit_code == 1
-    assert result.stderr == ("error: this Pillow cannot write AVIF (built without it); use "
-                             "--format jpeg\n")
-    assert not (tmp_path / "pack").exists()
+    assert result.stderr == f"error: {pack} exists: give a new folder\n"
+    assert sorted(path.name for path in pack.iterdir()) == ["0000.avif", "0001.avif"]
 
 
 def test_torchrun_ranks_train_like_one_process_with_their_batches_together(tmp_path, photo):
