@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from vaecodec.bench import psnr
 from vaecodec.train import load_training_images, pack_training_images
 
 
@@ -24,14 +25,15 @@ def main(folder, settings):
                "|---|---:|---:|---:|---:|---:|")
     for setting in settings:
         fmt, quality = setting.split(":")
-        with tempfile.TemporaryDirectory() as out:
-            pack_training_images(folder, out, fmt, int(quality))
-            size = sum(path.stat().st_size for path in Path(out).iterdir())
-            packed = load_training_images(out)
-        squared = [((p.astype(np.float64) - o) ** 2).sum() for p, o in zip(packed, originals)]
-        values = [o.size for o in originals]
-        each = 10 * np.log10(255 ** 2 * np.array(values) / np.array(squared))
-        whole = 10 * np.log10(255 ** 2 * sum(values) / sum(squared))
+        with tempfile.TemporaryDirectory() as tmp:
+            pack = Path(tmp) / "pack"  # a new folder, as pack_training_images wants
+            pack_training_images(folder, pack, fmt, int(quality))
+            size = sum(path.stat().st_size for path in pack.iterdir())
+            packed = load_training_images(pack)
+        each = np.array([psnr(o, p) for o, p in zip(originals, packed)])
+        # Over all photos: the mean of their squared errors, each weighted by its size.
+        sizes = np.array([o.size for o in originals])
+        whole = -10 * np.log10(np.sum(sizes * 10 ** (-each / 10)) / sizes.sum())
         click.echo(f"| {fmt} | {quality} | {size / 1e6:.1f} | {whole:.2f} | {each.min():.2f} | "
                    f"{np.percentile(each, 10):.2f} |")
 
