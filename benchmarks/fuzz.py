@@ -2,10 +2,10 @@
 
 Every case mutates a valid file (bit flips, truncation, random bytes, trailing garbage, header
 fields rewritten with a valid CRC, random entropy-coded sections or metadata (ICC profile, EXIF,
-raw chunk structure) behind a valid header) and decodes it. A case passes when decoding returns
+XMP, raw chunk structure) behind a valid header) and decodes it. A case passes when decoding returns
 an image of the size the header states or raises CodecError, within the time limit; every 10th
-case also goes through the CLI, which must exit 1 with one `error:` line, no traceback and no
-output file.
+case also goes through the CLI, into PNG, JPEG, TIFF or WebP (each writes the metadata its own
+way), which must exit 1 with one `error:` line, no traceback and no output file.
 
     python benchmarks/fuzz.py --cases 10000      # the long run; the test suite runs a few hundred
 """
@@ -24,10 +24,11 @@ import click
 from click.testing import CliRunner
 
 import vaecodec
-from vaecodec.bitstream import OVERHEAD, Bitstream
+from vaecodec.bitstream import METADATA, OVERHEAD, Bitstream
 from vaecodec.cli import main as cli
 
 TIME_LIMIT_S = 20
+CLI_OUTPUTS = (".png", ".jpg", ".tif", ".webp")
 
 
 def base_files():
@@ -37,7 +38,8 @@ def base_files():
     files = [vaecodec.compress(smooth[:, :, :3], 50), vaecodec.compress(smooth[:20, :33], 10),
              vaecodec.compress(smooth[:9, :17, 0], 90), vaecodec.compress(smooth[:1, :1, :2], 1)]
     stream = Bitstream.from_bytes(files[0])
-    with_metadata = {**vars(stream), "icc_profile": bytes(range(200)), "exif": b"MM\0*" + bytes(60)}
+    with_metadata = {**vars(stream), "icc_profile": bytes(range(200)), "exif": b"MM\0*" + bytes(60),
+                     "xmp": b"<x:xmpmeta/>"}
     return files + [Bitstream(**with_metadata).to_bytes()]
 
 
@@ -59,7 +61,7 @@ def _rewrite(data, rng):
         fields["y"] = rng.randbytes(4 * rng.randrange(0, 64))
         fields["z"] = rng.choice([fields["z"], rng.randbytes(4 * rng.randrange(0, 8))])
     elif choice == 5:
-        fields[rng.choice(["icc_profile", "exif"])] = rng.randbytes(rng.choice([0, 1, 300, 70000]))
+        fields[rng.choice(list(METADATA))] = rng.randbytes(rng.choice([0, 1, 300, 70000]))
     else:
         fields["alpha"] = rng.randbytes(rng.randrange(0, 40))
         fields["mode"] = rng.choice(["LA", "RGBA"])
@@ -152,7 +154,7 @@ def run(cases, seed=0, cli_every=10, log=None):
                 signal.alarm(0)
             tally["max_seconds"] = max(tally["max_seconds"], time.perf_counter() - start)
             if case % cli_every == 0:
-                _check_cli(data, workdir, tally)
+                _check_cli(data, workdir / f"case{rng.choice(CLI_OUTPUTS)}", tally)
             if log and (case + 1) % 1000 == 0:
                 log(f"{case + 1} cases: {tally}")
     finally:
@@ -160,9 +162,11 @@ def run(cases, seed=0, cli_every=10, log=None):
     return tally, failures
 
 
-def _check_cli(data, workdir, tally):
-    """Decode through the CLI: a failure must be one error line, exit 1, and leave no file."""
-    source, target = workdir / "case.vae", workdir / "case.png"
+def _check_cli(data, target, tally):
+    """Decode through the CLI into `target`: a failure must be one error line, exit 1, and leave
+    no file."""
+    workdir = target.parent
+    source = workdir / "case.vae"
     source.write_bytes(data)
     target.unlink(missing_ok=True)
     result = CliRunner().invoke(cli, ["decompress", str(source), "-o", str(target)])

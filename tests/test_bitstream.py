@@ -27,15 +27,16 @@ def test_layout_is_exactly_as_documented():
 
 def test_metadata_layout_is_exactly_as_documented():
     stream = Bitstream(model_id=bytes(8), width=1, height=1, mode="L", quality=1, z=b"zz",
-                       y=b"yyyy", icc_profile=b"icc", exif=b"MM\0*")
+                       y=b"yyyy", icc_profile=b"icc", exif=b"MM\0*", xmp=b"<x/>")
     header = bytes.fromhex(
         "5641451a" "04" "0000000000000000" "00000001" "00000001" "00" "0064"
-        "00000017" "00000002" "00000004" "00000000")
+        "00000023" "00000002" "00000004" "00000000")
     metadata = b"ICCP" + bytes.fromhex("00000003") + b"icc" + b"EXIF" + bytes.fromhex("00000004") \
-        + b"MM\0*"
+        + b"MM\0*" + bytes.fromhex("584d5020") + bytes.fromhex("00000004") + b"<x/>"
     assert stream.to_bytes() == with_crc(header + metadata + b"zzyyyy")
     assert Bitstream.from_bytes(stream.to_bytes()) == stream
-    exif_only = Bitstream(**{**vars(stream), "icc_profile": b""}).to_bytes()
+    exif_only = Bitstream(**{**vars(stream), "icc_profile": b"", "xmp": b""}).to_bytes()
+    assert exif_only[24:28] == bytes.fromhex("0000000c")
     assert exif_only[40:52] == b"EXIF" + bytes.fromhex("00000004") + b"MM\0*"
 
 
@@ -47,8 +48,9 @@ def with_metadata(section):
 
 
 def test_unknown_metadata_chunks_are_skipped():
-    section = b"XMP " + struct.pack(">I", 5) + b"<xml>" + b"ICCP" + struct.pack(">I", 1) + b"p"
-    assert Bitstream.from_bytes(with_metadata(section)).icc_profile == b"p"
+    section = b"C2PA" + struct.pack(">I", 5) + b"jumbf" + b"ICCP" + struct.pack(">I", 1) + b"p"
+    assert Bitstream.from_bytes(with_metadata(section)) == Bitstream.from_bytes(
+        with_metadata(b"ICCP" + struct.pack(">I", 1) + b"p"))
 
 
 @pytest.mark.parametrize("section,message", [

@@ -46,6 +46,20 @@ def test_compress_then_decompress(folder):
     assert oct(os.stat(folder / "a.vae").st_mode & 0o777) != "0o600"
 
 
+def test_version_is_the_packages_in_the_command_and_the_module():
+    import re
+    from pathlib import Path
+
+    import vaecodec
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    version = re.search(r'^version = "(.+)"$', pyproject, re.M).group(1)
+    assert vaecodec.__version__ == version
+    command = subprocess.run([sys.executable, "-m", "vaecodec", "--version"], capture_output=True,
+                             text=True, check=True)
+    assert command.stdout == f"vaecodec, version {version}\n"
+
+
 def test_compress_codes_without_the_decoded_file_held(folder, monkeypatch):
     """When the latents are coded, the command holds no decoded image beside the codec's own
     pixels (the decoded copy of a 24 MP photo is 72 MB)."""
@@ -359,12 +373,15 @@ def test_metadata_survives_the_command_line(folder):
     from PIL import ImageCms
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    Image.open(folder / "a.png").save(folder / "m.png", icc_profile=icc)
-    assert run("compress", folder / "m.png").exit_code == 0
+    Image.open(folder / "a.png").save(folder / "m.webp", icc_profile=icc, xmp=b"<x:xmpmeta/>")
+    assert run("compress", folder / "m.webp").exit_code == 0
     assert run("decompress", folder / "m.vae", "-o", folder / "back.jpg").exit_code == 0
-    assert Image.open(folder / "back.jpg").info["icc_profile"] == icc
-    assert run("compress", folder / "m.png", "--strip", "-o", folder / "s.vae").exit_code == 0
-    assert Bitstream.from_bytes((folder / "s.vae").read_bytes()).icc_profile == b""
+    back = Image.open(folder / "back.jpg")
+    assert back.info["icc_profile"] == icc and back.info["xmp"] == b"<x:xmpmeta/>"
+    assert run("info", folder / "m.vae").stdout.endswith(
+        f", ICC profile {len(icc)} bytes, XMP 12 bytes\n")
+    assert run("compress", folder / "m.webp", "--strip", "-o", folder / "s.vae").exit_code == 0
+    assert Bitstream.from_bytes((folder / "s.vae").read_bytes()).metadata_section() == b""
 
 
 def test_info_json_is_one_object_per_file(folder):
@@ -378,7 +395,8 @@ def test_info_json_is_one_object_per_file(folder):
                      "height": 96, "mode": "RGB", "quality": 33.0,
                      "bytes": (folder / "a.vae").stat().st_size,
                      "bpp": round(8 * (folder / "a.vae").stat().st_size / (128 * 96), 6),
-                     "model_id": first["model_id"], "icc_profile_bytes": 0, "exif_bytes": 0}
+                     "model_id": first["model_id"], "icc_profile_bytes": 0, "exif_bytes": 0,
+                     "xmp_bytes": 0}
     assert second["mode"] == "L" and second["quality"] == 50
 
 

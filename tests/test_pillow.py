@@ -1,5 +1,5 @@
-"""The Pillow plugin and metadata: `.vae` files through Image.open / Image.save, and ICC profiles
-and EXIF carried byte for byte from PNG and JPEG to `.vae` and back."""
+"""The Pillow plugin and metadata: `.vae` files through Image.open / Image.save, and ICC profiles,
+EXIF and XMP carried byte for byte from the formats that hold them to `.vae` and back."""
 
 import io
 import subprocess
@@ -7,10 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, PngImagePlugin
 
 import vaecodec
 from vaecodec.bitstream import Bitstream
+from vaecodec.errors import ConversionWarning
+from vaecodec.images import JPEG_MAX_XMP, encode_image
 from vaecodec.pillow_plugin import MIME_TYPE
 
 from conftest import psnr
@@ -22,6 +24,26 @@ def exif_block():
     exif = Image.Exif()
     exif[0x010F], exif[0x0110], exif[0x0132] = "Maker", "Model", "2026:11:26 12:00:00"
     return exif.tobytes()  # Pillow's form: b"Exif\0\0" + the TIFF structure
+
+
+XMP = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+       '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+       'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="4" xmp:Label="Réseau"/></rdf:RDF>'
+       '</x:xmpmeta><?xpacket end="w"?>').encode()
+XMP_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "AVIF": ".avif", "TIFF": ".tif"}
+
+
+def with_xmp(image, fmt, xmp=XMP, **options):
+    """`image` written by Pillow as `fmt` with the XMP packet `xmp`, where that format keeps one:
+    PNG in an iTXt chunk, TIFF in tag 700, the others through Pillow's `xmp` option."""
+    if fmt == "PNG":
+        options["pnginfo"] = PngImagePlugin.PngInfo()
+        options["pnginfo"].add_itxt("XML:com.adobe.xmp", xmp.decode())
+    elif fmt == "TIFF":
+        options["tiffinfo"] = {700: xmp}
+    else:
+        options["xmp"] = xmp
+    return reopened(image, fmt, **options)
 
 
 def reopened(image, fmt, **options):
@@ -102,24 +124,62 @@ def test_metadata_travels_byte_for_byte(photo, fmt):
     assert via_pillow.info["icc_profile"] == ICC and via_pillow.info["exif"] == exif_block()
 
 
+@pytest.mark.parametrize("fmt", XMP_FORMATS)
+def test_xmp_travels_byte_for_byte(photo, fmt):
+    """From each format that holds XMP into .vae, and from .vae into each (encode_image: what
+    `decompress -o` writes)."""
+    source = with_xmp(photo, fmt)
+    data = vaecodec.compress(source, quality=20)
+    assert Bitstream.from_bytes(data).xmp == XMP
+    decoded = vaecodec.decompress(data)
+    assert decoded.info["xmp"] == XMP
+    for extension in XMP_FORMATS.values():
+        assert Image.open(io.BytesIO(encode_image(decoded, extension))).info["xmp"] == XMP
+    assert reopened(source, "VAE").info["xmp"] == XMP  # Pillow's open reads it from the header
+    assert Bitstream.from_bytes(vaecodec.compress(source, strip=True)).xmp == b""
+
+
+def test_xmp_given_to_save_replaces_the_images_own():
+    image = Image.new("RGB", (8, 8))
+    image.info["xmp"] = XMP
+    out = io.BytesIO()
+    image.save(out, "VAE", xmp=b"<given/>")
+    assert Bitstream.from_bytes(out.getvalue()).xmp == b"<given/>"
+
+
+def test_xmp_a_format_cannot_hold_is_dropped_with_a_note():
+    image = Image.new("RGB", (8, 8))
+    image.info["xmp"] = b"\xff" + XMP
+    with pytest.warns(ConversionWarning, match="XMP dropped: PNG holds it only as UTF-8 text"):
+        assert "xmp" not in Image.open(io.BytesIO(encode_image(image, ".png"))).info
+    image.info["xmp"] = bytes(JPEG_MAX_XMP)  # the most a JPEG's XMP segment holds
+    assert Image.open(io.BytesIO(encode_image(image, ".jpg"))).info["xmp"] == image.info["xmp"]
+    image.info["xmp"] += b" "
+    with pytest.warns(ConversionWarning, match="XMP dropped: 65505 bytes, where a JPEG holds 65504"):
+        assert "xmp" not in Image.open(io.BytesIO(encode_image(image, ".jpg"))).info
+
+
 def test_strip_drops_metadata(photo):
-    source = reopened(photo, "PNG", icc_profile=ICC, exif=exif_block())
+    source = with_xmp(photo, "PNG", icc_profile=ICC, exif=exif_block())
     stripped = vaecodec.compress(source, strip=True)
-    assert len(vaecodec.compress(source)) - len(stripped) == 2 * 8 + len(ICC) + len(
-        exif_block()) - 6
-    assert "icc_profile" not in vaecodec.decompress(stripped).info
+    assert len(vaecodec.compress(source)) - len(stripped) == 3 * 8 + len(ICC) + len(
+        exif_block()) - 6 + len(XMP)
+    assert not {"icc_profile", "exif", "xmp"} & set(vaecodec.decompress(stripped).info)
     assert vaecodec.compress(photo) == stripped
 
 
-def test_orientation_is_applied_and_dropped_from_exif(photo):
+def test_orientation_is_applied_and_dropped_from_exif_and_xmp(photo):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
-    source = reopened(photo, "PNG", exif=exif.tobytes())
+    turned = XMP.replace(b'xmp:Rating', b'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+                                        b'tiff:Orientation="6" xmp:Rating')
+    source = with_xmp(photo, "PNG", turned, exif=exif.tobytes())
     decoded = vaecodec.decompress(vaecodec.compress(source))
     assert decoded.size == (photo.height, photo.width)
     assert decoded.getexif().get(0x0112) is None
+    assert decoded.info["xmp"] == turned.replace(b'tiff:Orientation="6"', b"")
 
 
 def test_arrays_carry_no_metadata():
     data = vaecodec.compress(np.full((8, 8, 3), 128, np.uint8))
-    assert Bitstream.from_bytes(data).icc_profile == Bitstream.from_bytes(data).exif == b""
+    assert Bitstream.from_bytes(data).metadata_section() == b""

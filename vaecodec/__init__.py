@@ -10,12 +10,16 @@ Importing it also registers the `.vae` format with Pillow (`Image.open`, `Image.
 from . import pillow_plugin  # noqa: F401 (registers the format with Pillow)
 from .errors import CodecError, TargetWarning
 
-__all__ = ["compress", "decompress", "CodecError", "TargetWarning"]
+__all__ = ["compress", "decompress", "CodecError", "TargetWarning", "__version__"]
 
 
 def __getattr__(name):
-    """compress and decompress load torch on first use, so `vaecodec --help` and `info` are fast."""
+    """compress and decompress load torch on first use, so `vaecodec --help` and `info` are fast;
+    the version is read from the installed package's metadata (pyproject.toml), on first use."""
     if name in ("compress", "decompress"):
         from . import codec
         return getattr(codec, name)
+    if name == "__version__":
+        from importlib.metadata import version
+        return version(__name__)
     raise AttributeError(f"module 'vaecodec' has no attribute {name!r}")

@@ -25,7 +25,10 @@ _HEADER = struct.Struct(">4sB8sIIBHIIII")
 _CRC = struct.Struct(">I")
 _CHUNK = struct.Struct(">4sI")  # a metadata chunk's tag and length
 OVERHEAD = _HEADER.size + _CRC.size
-ICC_TAG, EXIF_TAG = b"ICCP", b"EXIF"
+# The kinds of metadata a file carries, in the order they are written: Bitstream's field →
+# (chunk tag, name in messages).
+METADATA = {"icc_profile": (b"ICCP", "ICC profile"), "exif": (b"EXIF", "EXIF"),
+            "xmp": (b"XMP ", "XMP")}
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Bitstream:
     alpha: bytes = b""  # zlib-compressed alpha plane (modes LA and RGBA only)
     icc_profile: bytes = b""  # the ICC profile, as embedded in PNG's iCCP or JPEG's APP2
     exif: bytes = b""  # EXIF: TIFF header and IFDs, as in PNG's eXIf (JPEG's APP1 less Exif\0\0)
+    xmp: bytes = b""  # the XMP packet (XML), as in PNG's iTXt XML:com.adobe.xmp or JPEG's APP1
 
     def to_bytes(self):
         metadata = self.metadata_section()
@@ -52,11 +56,14 @@ class Bitstream:
         body = header + metadata + self.z + self.y + self.alpha
         return body + _CRC.pack(zlib.crc32(body))
 
+    def metadata(self):
+        """The metadata as keyword arguments of Bitstream (and images.join_channels)."""
+        return {field: getattr(self, field) for field in METADATA}
+
     def metadata_section(self):
-        """The chunks of the metadata section: ICC profile, then EXIF, each only if present."""
+        """The chunks of the metadata section: ICC profile, EXIF, then XMP, each only if present."""
         return b"".join(_CHUNK.pack(tag, len(value)) + value
-                        for tag, value in ((ICC_TAG, self.icc_profile), (EXIF_TAG, self.exif))
-                        if value)
+                        for field, (tag, _) in METADATA.items() if (value := getattr(self, field)))
 
     @classmethod
     def from_bytes(cls, data, max_pixels=MAX_PIXELS, max_metadata=MAX_METADATA):
@@ -94,7 +101,7 @@ class Bitstream:
         chunks = _metadata_chunks(body[_HEADER.size:z_start])
         return cls(model_id, width, height, MODES[mode], quality / 100,
                    body[z_start:y_start], body[y_start:alpha_start], body[alpha_start:],
-                   icc_profile=chunks.get(ICC_TAG, b""), exif=chunks.get(EXIF_TAG, b""))
+                   **{field: chunks.get(tag, b"") for field, (tag, _) in METADATA.items()})
 
 
 def _metadata_chunks(section):
@@ -130,7 +137,8 @@ def check_size(width, height, max_pixels=MAX_PIXELS):
 def check_metadata(length, max_metadata=MAX_METADATA):
     """Refuse a metadata section larger than `max_metadata` bytes."""
     if length > max_metadata:
-        raise CodecError(f"{length} bytes of metadata (ICC profile, EXIF) exceed the limit of "
+        kinds = ", ".join(name for _, name in METADATA.values())
+        raise CodecError(f"{length} bytes of metadata ({kinds}) exceed the limit of "
                          f"{max_metadata} bytes")
 
 

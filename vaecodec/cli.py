@@ -20,7 +20,7 @@ import click
 
 from . import files, workers
 from .bench import CODECS
-from .bitstream import MAX_PIXELS, VERSION, Bitstream
+from .bitstream import MAX_PIXELS, METADATA, VERSION, Bitstream
 from .errors import CodecError, Note
 from .files import Failed, collected_notes, describe
 from .images import IMAGE_SUFFIXES
@@ -317,7 +317,7 @@ def _verbosity(command):
                    "under).")
 @click.option("--strict", is_flag=True,
               help="Fail, instead of keeping the nearest file, when a target is out of reach.")
-@click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF.")
+@click.option("--strip", is_flag=True, help="Drop the ICC profile, EXIF and XMP.")
 @click.option("-e", "--effort", type=click.IntRange(0, MAX_EFFORT), default=0, show_default=True,
               help="Refine each image's latents (smaller files at the same quality; every level "
                    "adds 6-9 s per megapixel on 2 cores, and each probe of a target search "
@@ -431,14 +431,13 @@ def info(inputs, as_json):
             "file": str(source), "format_version": VERSION, "width": stream.width,
             "height": stream.height, "mode": stream.mode, "quality": stream.quality,
             "bytes": len(data), "bpp": round(8 * len(data) / (stream.width * stream.height), 6),
-            "model_id": stream.model_id.hex(), "icc_profile_bytes": len(stream.icc_profile),
-            "exif_bytes": len(stream.exif)}
+            "model_id": stream.model_id.hex(),
+            **{f"{field}_bytes": len(value) for field, value in stream.metadata().items()}}
         if as_json:
             click.echo(json.dumps(fields, ensure_ascii=False))
             return
-        metadata = ", ".join(f"{name} {size} bytes" for name, size in
-                             (("ICC profile", len(stream.icc_profile)), ("EXIF", len(stream.exif)))
-                             if size)
+        metadata = ", ".join(f"{name} {size} bytes" for field, (_, name) in METADATA.items()
+                             if (size := fields[f"{field}_bytes"]))
         click.echo(f"{source}: {stream.width}×{stream.height} {stream.mode}, "
                    f"quality {stream.quality:g}, {len(data)} bytes, {fields['bpp']:.4f} bpp, "
                    f"model {stream.model_id.hex()}" + (f", {metadata}" if metadata else ""))

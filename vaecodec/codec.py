@@ -160,8 +160,8 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     Give at most one of: `quality` 1 (smallest) … 100 (best), default 75; `target_bpp` (bits per
     pixel of the file, within 3 %), `target_psnr` (dB over RGB, within 0.1 dB) or `max_bytes`
     (at most that, and no more than 5 % below), which search the quality (`rate.search`: out of
-    reach, the nearest file and a TargetWarning; with `strict`, a CodecError). The ICC profile
-    and EXIF of a PIL image or a file are kept unless `strip`. `effort` 1 … 3 refines the
+    reach, the nearest file and a TargetWarning; with `strict`, a CodecError). The ICC profile,
+    EXIF and XMP of a PIL image or a file are kept unless `strip`. `effort` 1 … 3 refines the
     latents for this image (refine.py: smaller files at the same quality, 10·effort gradient
     steps; 0, the default: the analysis transform's latents as they are). The transforms run
     on `device` ('auto': CUDA when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner
@@ -227,8 +227,9 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
 
 def decompress(data, weights_path=None, max_pixels=MAX_PIXELS, max_metadata=MAX_METADATA,
                device="auto", precision="auto"):
-    """Decode `.vae` bytes to a PIL image in the mode it was compressed from, with its ICC profile
-    and EXIF in `info` (as Pillow's decoders put them); device and precision as for `compress`."""
+    """Decode `.vae` bytes to a PIL image in the mode it was compressed from, with its ICC profile,
+    EXIF and XMP in `info` (as Pillow's decoders put them); device and precision as for
+    `compress`."""
     return decode(Bitstream.from_bytes(data, max_pixels, max_metadata), weights_path, device,
                   precision)
 
@@ -247,8 +248,7 @@ def decode(stream, weights_path=None, device="auto", precision="auto"):
         table[where]), transforms.device)
     rgb = pixels(codec, y_hat, stream.quality, stream.width, stream.height, transforms)
     alpha = _decode_alpha(stream) if "A" in stream.mode else None
-    return images.join_channels(rgb, alpha, stream.mode, icc_profile=stream.icc_profile,
-                                exif=stream.exif)
+    return images.join_channels(rgb, alpha, stream.mode, stream.metadata())
 
 
 def _decode_alpha(stream):

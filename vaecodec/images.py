@@ -5,20 +5,25 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
-from .bitstream import MAX_PIXELS, check_size
+from .bitstream import MAX_PIXELS, METADATA, check_size
 from .errors import CodecError, ConversionWarning
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".ppm",
                   ".pgm", ".gif")  # what folders are scanned for
 _ARRAY_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 EXIF_PREFIX = b"Exif\x00\x00"  # what Pillow keeps before the EXIF in `info` (JPEG's APP1 header)
+# What a JPEG's XMP segment holds: an APP1 of at most 65 535 bytes, less its length and
+# "http://ns.adobe.com/xap/1.0/\0" (larger packets go in "extended XMP", which Pillow neither
+# reads nor writes).
+JPEG_MAX_XMP = 65504
+TIFF_XMP_TAG = 700  # XMLPacket
 
 
 def split_channels(image, max_pixels=MAX_PIXELS):
     """PIL image or H×W[×C] uint8 array → (rgb H×W×3 uint8, alpha H×W uint8 or None, mode,
-    metadata: the ICC profile and EXIF as keyword arguments of `Bitstream`).
+    metadata: the ICC profile, EXIF and XMP as keyword arguments of `Bitstream`).
 
     Modes other than L, LA, RGB and RGBA are converted (palette, 16-bit, CMYK … → RGB, or RGBA
     where they carry transparency) with a warning, since the codec stores only those four.
@@ -45,10 +50,11 @@ def split_channels(image, max_pixels=MAX_PIXELS):
 
 
 def _from_pil(image):
-    image = ImageOps.exif_transpose(image)  # also drops the orientation tag from its EXIF
+    image = ImageOps.exif_transpose(image)  # also drops the orientation from its EXIF and XMP
     exif = image.info.get("exif", b"")
     metadata = {"icc_profile": image.info.get("icc_profile") or b"",
-                "exif": exif[len(EXIF_PREFIX):] if exif.startswith(EXIF_PREFIX) else exif}
+                "exif": exif[len(EXIF_PREFIX):] if exif.startswith(EXIF_PREFIX) else exif,
+                "xmp": image.info.get("xmp") or b""}
     mode = image.mode
     if mode in ("L", "LA", "RGB", "RGBA") and "transparency" not in image.info:
         return np.asarray(image), mode, metadata
@@ -67,19 +73,24 @@ def _from_pil(image):
     return np.asarray(image), image.mode, metadata
 
 
-def join_channels(rgb, alpha, mode, icc_profile=b"", exif=b""):
-    """Inverse of `split_channels`: a PIL image in `mode`, its metadata in `info` as Pillow's
-    decoders put it (EXIF behind JPEG's `Exif\\0\\0`)."""
+def join_channels(rgb, alpha, mode, metadata):
+    """Inverse of `split_channels`: a PIL image in `mode`, with `metadata` in its `info`."""
     image = Image.fromarray(rgb, "RGB")
     if mode in ("L", "LA"):
         image = image.convert("L")
     if alpha is not None:
         image.putalpha(Image.fromarray(alpha, "L"))
-    if icc_profile:
-        image.info["icc_profile"] = icc_profile
-    if exif:
-        image.info["exif"] = EXIF_PREFIX + exif
+    image.info.update(pillow_info(metadata))
     return image
+
+
+def pillow_info(metadata):
+    """Bitstream's metadata → the entries of a PIL image's `info`, as Pillow's decoders make
+    them (EXIF behind JPEG's `Exif\\0\\0`)."""
+    info = {key: value for key, value in metadata.items() if value}
+    if "exif" in info:
+        info["exif"] = EXIF_PREFIX + info["exif"]
+    return info
 
 
 def read_image(data, max_pixels=MAX_PIXELS):
@@ -113,14 +124,42 @@ def encode_image(image, extension):
     if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
         image = image.convert(image.mode[:-1])
         warnings.warn("JPEG has no alpha channel: alpha dropped", ConversionWarning, stacklevel=2)
-    options = {key: image.info[key] for key in ("icc_profile", "exif") if key in image.info}
+    options = {key: image.info[key] for key in METADATA if image.info.get(key)}
     if fmt == "PNG":
         # zlib level 3 rather than Pillow's 6: a third of the time (0.12 → 0.04 s for a Kodak
         # image, most of what a decompress spends beyond decoding) for 1.8 % larger files.
         options["compress_level"] = 3
     out = io.BytesIO()
     try:
+        if "xmp" in options:  # inside: a damaged EXIF that TIFF's tags are read from fails here
+            options.update(_xmp_options(fmt, options.pop("xmp"), options.get("exif")))
         image.save(out, format=fmt, **options)
     except Exception as error:
         raise CodecError(f"cannot write {fmt}: {error}") from None
     return out.getvalue()
+
+
+def _xmp_options(fmt, xmp, exif):
+    """The keyword arguments of Pillow's `save` that write the XMP packet `xmp` in format `fmt`
+    (JPEG, WebP and AVIF take `xmp`; other formats ignore it); `exif` is the EXIF being written."""
+    if fmt == "PNG":  # an iTXt chunk, which holds UTF-8 text
+        try:
+            text = xmp.decode()
+        except UnicodeDecodeError:
+            warnings.warn("XMP dropped: PNG holds it only as UTF-8 text", ConversionWarning,
+                          stacklevel=2)
+            return {}
+        chunks = PngImagePlugin.PngInfo()
+        chunks.add_itxt("XML:com.adobe.xmp", text)
+        return {"pnginfo": chunks}
+    if fmt == "TIFF":  # a tag of the image's IFD, where the EXIF tags go too
+        tags = Image.Exif()
+        if exif:
+            tags.load(exif)
+        tags[TIFF_XMP_TAG] = xmp
+        return {"exif": tags}
+    if fmt == "JPEG" and len(xmp) > JPEG_MAX_XMP:
+        warnings.warn(f"XMP dropped: {len(xmp)} bytes, where a JPEG holds {JPEG_MAX_XMP}",
+                      ConversionWarning, stacklevel=2)
+        return {}
+    return {"xmp": xmp}

@@ -1,6 +1,6 @@
 """Pillow plugin for `.vae` files, registered on `import vaecodec` as Pillow registers its own
-formats: `Image.open("x.vae")` reads the header (size, mode, ICC profile, EXIF) and decodes the
-pixels only when they are needed; `image.save("x.vae", quality=60)` encodes, and takes the keyword
+formats: `Image.open("x.vae")` reads the header (size, mode, ICC profile, EXIF, XMP) and decodes
+the pixels only when they are needed; `image.save("x.vae", quality=60)` encodes, and takes the keyword
 arguments of `vaecodec.compress` (target_bpp, target_psnr, max_bytes, strict, strip, effort).
 
 Only the container is parsed on open, so this module does not import torch.
@@ -8,8 +8,8 @@ Only the container is parsed on open, so this module does not import torch.
 
 from PIL import Image, ImageFile
 
-from .bitstream import MAGIC, Bitstream
-from .images import EXIF_PREFIX
+from .bitstream import MAGIC, METADATA, Bitstream
+from .images import pillow_info
 
 FORMAT = "VAE"
 MIME_TYPE = "image/x-vae"
@@ -32,10 +32,7 @@ class VaeImageFile(ImageFile.ImageFile):
         self._stream = Bitstream.from_bytes(self.fp.read())
         self._size = (self._stream.width, self._stream.height)
         self._mode = self._stream.mode
-        if self._stream.icc_profile:
-            self.info["icc_profile"] = self._stream.icc_profile
-        if self._stream.exif:
-            self.info["exif"] = EXIF_PREFIX + self._stream.exif
+        self.info.update(pillow_info(self._stream.metadata()))
         self.tile = []
 
     def load(self):
@@ -53,8 +50,8 @@ def _save(image, fp, filename):
     from .codec import compress
 
     options = image.encoderinfo
-    overrides = {key: options[key] for key in ("icc_profile", "exif") if key in options}
-    if overrides:  # Pillow's convention: save(…, icc_profile=…, exif=…) replaces the image's own
+    overrides = {key: options[key] for key in METADATA if key in options}
+    if overrides:  # Pillow's convention: save(…, icc_profile=…, xmp=…) replaces the image's own
         image = image.copy()
         image.info.update(overrides)
     fp.write(compress(image, **{key: options[key] for key in _SAVE_OPTIONS if key in options}))
