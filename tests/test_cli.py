@@ -384,6 +384,58 @@ def test_metadata_survives_the_command_line(folder):
     assert Bitstream.from_bytes((folder / "s.vae").read_bytes()).metadata_section() == b""
 
 
+def files_in(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_recursive_batches_mirror_the_folders(tmp_path, photo):
+    photos = tmp_path / "photos"
+    for name in ("a.png", "2019/b.jpg", "2019/summer/c.png", ".thumbnails/d.png"):
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        photo.save(photos / name)
+    result = run("compress", photos, "-o", tmp_path / "top")
+    assert result.exit_code == 0 and files_in(tmp_path / "top") == ["a.vae"]
+    assert f"note: {photos}: 1 folder within not searched (-r searches them)" in result.stderr
+    assert run("compress", "-r", photos, "-o", tmp_path / "vae").exit_code == 0
+    assert files_in(tmp_path / "vae") == ["2019/b.vae", "2019/summer/c.vae", "a.vae"]
+    assert run("decompress", "-r", tmp_path / "vae", "-o", tmp_path / "webp", "--format",
+               "WebP").exit_code == 0
+    assert files_in(tmp_path / "webp") == ["2019/b.webp", "2019/summer/c.webp", "a.webp"]
+    assert Image.open(tmp_path / "webp/2019/summer/c.webp").format == "WEBP"
+    assert run("info", "-r", tmp_path / "vae").stdout.count(": 128×96 RGB") == 3
+    assert run("compress", "-r", photos).exit_code == 0  # beside the inputs
+    assert [name for name in files_in(photos) if name.endswith(".vae")] == [
+        "2019/b.vae", "2019/summer/c.vae", "a.vae"]
+
+
+def test_format_names_what_decompress_writes(folder):
+    run("compress", folder / "a.png")
+    assert run("decompress", folder / "a.vae", "--format", ".jpg").exit_code == 0
+    assert Image.open(folder / "a.jpg").format == "JPEG"
+    result = run("decompress", folder / "a.vae", "-o", "-", "--format", "tif")
+    assert result.exit_code == 0 and result.stdout_bytes[:4] == b"II*\0"
+    result = run("decompress", folder / "a.vae", "-o", folder / "x.png", "--format", "jpg")
+    assert result.exit_code == 2 and "x.png is not a .jpg file: give one of -o and --format" \
+        in result.stderr
+    result = run("decompress", folder / "a.vae", "--format", "doc")
+    assert result.exit_code == 2 and "cannot write images with extension '.doc'" in result.stderr
+    assert not (folder / "x.png").exists()
+
+
+def test_a_reader_that_stops_ends_the_command_quietly(folder):
+    """`vaecodec info vae/ | head -1`: more lines than the pipe holds, and the reader goes."""
+    run("compress", folder / "a.png", "-o", folder / "a.vae")
+    many = folder / "many"
+    many.mkdir()
+    for i in range(3000):
+        (many / f"{i}.vae").write_bytes((folder / "a.vae").read_bytes())
+    process = subprocess.Popen([sys.executable, "-m", "vaecodec", "info", str(many)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().startswith(str(many).encode())
+    process.stdout.close()
+    assert process.wait(timeout=60) == 1 and process.stderr.read() == b""
+
+
 def test_info_json_is_one_object_per_file(folder):
     import json
 

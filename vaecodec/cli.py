@@ -50,26 +50,40 @@ def _say(tag, text):
                color=False if os.environ.get("NO_COLOR") else None)
 
 
-def _expand(inputs, suffixes):
-    """Files named on the command line, with directories replaced by their matching files."""
+def _expand(inputs, suffixes, recursive=False, verbosity=0):
+    """Files named on the command line, with directories replaced by their matching files: each
+    with its folder relative to the directory named (`.` for a file named itself). With
+    `recursive`, the folders within directories too (not hidden ones, such as .thumbnails);
+    without, a note says how many were not searched."""
     files = []
     for path in map(Path, inputs):
-        if path != STDIO and path.is_dir():
-            files.extend(sorted(p for p in path.iterdir()
-                                if p.is_file() and p.suffix.lower() in suffixes))
-        else:
-            files.append(path)
+        if path == STDIO or not path.is_dir():
+            files.append((path, Path()))
+            continue
+        unsearched = 0
+        for folder, subfolders, names in os.walk(path):
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+            within = Path(folder).relative_to(path)
+            files.extend((Path(folder, name), within) for name in sorted(names)
+                         if Path(name).suffix.lower() in suffixes
+                         and Path(folder, name).is_file())
+            if not recursive:
+                unsearched = len(subfolders)
+                break
+        if unsearched and verbosity >= 0:
+            _say("note", f"{path}: {unsearched} folder{'s' * (unsearched > 1)} within not "
+                         "searched (-r searches them)")
     return files
 
 
-def _plan(inputs, output, suffixes, new_suffix):
+def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0):
     """Pair every input file with its output path.
 
     One input file: OUTPUT is the file to write (or a directory to write into); without it the
-    output goes beside the input. Several inputs or a directory: OUTPUT is a directory.
-    `-` reads stdin / writes stdout.
+    output goes beside the input. Several inputs or a directory: OUTPUT is a directory, in which
+    the folders that `recursive` searched are made again. `-` reads stdin / writes stdout.
     """
-    files = _expand(inputs, suffixes)
+    files = _expand(inputs, suffixes, recursive, verbosity)
     batch = len(inputs) > 1 or any(p != STDIO and p.is_dir() for p in map(Path, inputs))
     out = Path(output) if output else None
     if batch and out == STDIO:
@@ -82,7 +96,7 @@ def _plan(inputs, output, suffixes, new_suffix):
         except OSError as error:
             raise click.UsageError(f"cannot create {out} ({error.strerror})") from None
     pairs, sources = [], {}
-    for path in files:
+    for path, within in files:
         if path == STDIO:
             target = out / f"stdin{new_suffix}" if out and out != STDIO and out.is_dir() \
                 else out or STDIO
@@ -91,11 +105,17 @@ def _plan(inputs, output, suffixes, new_suffix):
         elif out == STDIO or not out.is_dir():
             target = out
         else:
-            target = out / (path.stem + new_suffix)
+            target = out / within / (path.stem + new_suffix)
         if target != STDIO and target in sources:
             raise click.UsageError(f"{sources[target]} and {path} would both be written to {target}")
         sources[target] = path
         pairs.append((path, target))
+    for folder in {target.parent for _, target in pairs if target != STDIO}:
+        if out in folder.parents:  # a folder searched by --recursive, made again in OUTPUT
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise click.UsageError(f"cannot create {folder} ({error.strerror})") from None
     return pairs, batch
 
 
@@ -161,6 +181,9 @@ def _run(pairs, batch, work, force, verbosity=0):
                         _say("note", f"{name}: {note}")
                 if done and verbosity > 0:
                     click.echo(f"{name}: {done}", err=True)
+            except BrokenPipeError:  # stdout's reader has gone (`vaecodec info vae/ | head -1`)
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing to flush
+                sys.exit(1)  # quietly, as Unix tools stop
             except Exception as error:  # one line, and the batch goes on
                 failed += 1
                 _say("error", f"{name}: {describe(error)}")
@@ -253,6 +276,9 @@ _max_pixels = click.option("--max-pixels", type=click.IntRange(min=1), default=M
 _force = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
 _output = click.option("-o", "--output", type=click.Path(),
                        help="Output file, or directory when there are several inputs.")
+_recursive = click.option("-r", "--recursive", is_flag=True,
+                          help="Search the folders within directories too (not hidden ones); "
+                               "their outputs go in the same folders under -o.")
 
 
 def _local_options(command):
@@ -306,6 +332,7 @@ def _verbosity(command):
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @_output
+@_recursive
 @click.option("-q", "--quality", type=click.FloatRange(1, 100),
               help="1 (smallest) to 100 (best), in steps of 0.01.  [default: 75]")
 @click.option("--target-bpp", type=click.FloatRange(0, min_open=True),
@@ -327,8 +354,8 @@ def _verbosity(command):
 @_local_options
 @_ray_options
 @_verbosity
-def compress(inputs, output, quality, target_bpp, target_psnr, max_bytes, strict, strip, effort,
-             force, max_pixels, jobs, device, precision, use_ray, ray_address, verbosity):
+def compress(inputs, output, recursive, quality, target_bpp, target_psnr, max_bytes, strict, strip,
+             effort, force, max_pixels, jobs, device, precision, use_ray, ray_address, verbosity):
     """Compress images (files or directories; - for stdin) to .vae files.
 
     Give a quality or one target; each file of a batch is searched on its own.
@@ -360,7 +387,7 @@ def compress(inputs, output, quality, target_bpp, target_psnr, max_bytes, strict
         _write(target, data)
         return said(data)
 
-    pairs, batch = _plan(inputs, output, IMAGE_SUFFIXES, ".vae")
+    pairs, batch = _plan(inputs, output, IMAGE_SUFFIXES, ".vae", recursive, verbosity)
     with workers.pool(jobs, _load_weights) as map_in_workers:
         if use_ray or ray_address:
             work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
@@ -371,38 +398,64 @@ def compress(inputs, output, quality, target_bpp, target_psnr, max_bytes, strict
         _run(pairs, batch, work, force, verbosity)
 
 
+def _output_suffix(context, parameter, extension):
+    """--format as the suffix of the files to write ('.png' …), checked before any work."""
+    if extension is None:
+        return None
+    suffix = "." + extension.lower().lstrip(".")
+    try:
+        from .images import writer
+
+        writer(suffix)
+    except CodecError as error:
+        raise click.BadParameter(str(error)) from None
+    return suffix
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @_output
+@_recursive
+@click.option("--format", "suffix", metavar="EXT", callback=_output_suffix,
+              help="What to write (png, jpg, webp, avif, tif …) where no output file name says "
+                   "it.  [default: png]")
 @_force
 @_max_pixels
 @_local_options
 @_ray_options
 @_verbosity
-def decompress(inputs, output, force, max_pixels, jobs, device, precision, use_ray, ray_address,
-               verbosity):
-    """Decompress .vae files to images (format from the output extension, PNG by default).
+def decompress(inputs, output, recursive, suffix, force, max_pixels, jobs, device, precision,
+               use_ray, ray_address, verbosity):
+    """Decompress .vae files to images (format from the output extension or --format, PNG by
+    default).
 
     \b
     Examples:
       vaecodec decompress photo.vae                  # photo.png
       vaecodec decompress photo.vae -o photo.jpg
       vaecodec decompress vae/ -o png/
+      vaecodec decompress -r vae/ -o webp/ --format webp
     """
     def said(data):
         return f"{len(data)} bytes written"
 
     options = dict(max_pixels=max_pixels, device=device, precision=precision)
 
+    def extension_of(target):
+        """What to write: the output file's extension, else --format's ('': PNG)."""
+        named = "" if target == STDIO else target.suffix.lower()
+        if named and suffix and named != suffix:
+            raise click.UsageError(f"{target} is not a {suffix} file: give one of -o and --format")
+        return named or suffix or ""
+
     def work(source, target):
-        extension = "" if target == STDIO else target.suffix
-        data = files.decompress(_read(source), extension, **options)
+        data = files.decompress(_read(source), extension_of(target), **options)
         _write(target, data)
         return said(data)
 
-    pairs, batch = _plan(inputs, output, (".vae",), ".png")
-    # One extension: _plan pairs one input with one output, or several with .png files.
-    (extension,) = {target.suffix for _, target in pairs} or {".png"}
+    pairs, batch = _plan(inputs, output, (".vae",), suffix or ".png", recursive, verbosity)
+    # One extension: _plan pairs one input with one output, or several with files of one suffix.
+    (extension,) = {extension_of(target) for _, target in pairs} or {".png"}
     with workers.pool(jobs, _load_weights) as map_in_workers:
         if use_ray or ray_address:
             work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
@@ -416,7 +469,8 @@ def decompress(inputs, output, force, max_pixels, jobs, device, precision, use_r
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file, one per line.")
-def info(inputs, as_json):
+@_recursive
+def info(inputs, as_json, recursive):
     """Show the header of .vae files.
 
     \b
@@ -442,7 +496,7 @@ def info(inputs, as_json):
                    f"quality {stream.quality:g}, {len(data)} bytes, {fields['bpp']:.4f} bpp, "
                    f"model {stream.model_id.hex()}" + (f", {metadata}" if metadata else ""))
 
-    pairs = [(path, STDIO) for path in _expand(inputs, (".vae",))]
+    pairs = [(path, STDIO) for path, _ in _expand(inputs, (".vae",), recursive)]
     _run(pairs, False, work, force=True)
 
 

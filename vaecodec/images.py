@@ -113,14 +113,20 @@ def read_image(data, max_pixels=MAX_PIXELS):
         Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
-def encode_image(image, extension):
-    """Encode a PIL image for a file with this extension (e.g. '.png'); PNG when empty."""
+def writer(extension):
+    """The Pillow format that writes files with this extension (e.g. '.png'; PNG when empty)."""
     extension = extension.lower() or ".png"
     # Pillow's common formats first: registering every plugin takes 80 ms once torch is loaded.
     Image.preinit()
     fmt = Image.EXTENSION.get(extension) or Image.registered_extensions().get(extension)
     if fmt is None or fmt not in Image.SAVE:
         raise CodecError(f"cannot write images with extension '{extension}'")
+    return fmt
+
+
+def encode_image(image, extension):
+    """Encode a PIL image for a file with this extension (e.g. '.png'); PNG when empty."""
+    fmt = writer(extension)
     if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
         image = image.convert(image.mode[:-1])
         warnings.warn("JPEG has no alpha channel: alpha dropped", ConversionWarning, stacklevel=2)
