@@ -422,6 +422,25 @@ def test_format_names_what_decompress_writes(folder):
     assert not (folder / "x.png").exists()
 
 
+def test_lossy_outputs_are_written_in_full_colour_at_the_quality_asked(folder):
+    import io
+
+    import vaecodec
+
+    run("compress", folder / "a.png")
+    decoded = vaecodec.decompress((folder / "a.vae").read_bytes())
+    expected = io.BytesIO()
+    decoded.save(expected, "JPEG", quality=90, subsampling=0)
+    assert run("decompress", folder / "a.vae", "-o", folder / "a.jpg").exit_code == 0
+    assert (folder / "a.jpg").read_bytes() == expected.getvalue()
+    sizes = {}
+    for quality in (30, 90):
+        target = folder / f"q{quality}.webp"
+        assert run("decompress", folder / "a.vae", "-o", target, "-q", quality).exit_code == 0
+        sizes[quality] = target.stat().st_size
+    assert sizes[30] < 0.6 * sizes[90]
+
+
 def test_a_reader_that_stops_ends_the_command_quietly(folder):
     """`vaecodec info vae/ | head -1`: more lines than the pipe holds, and the reader goes."""
     run("compress", folder / "a.png", "-o", folder / "a.vae")

@@ -231,15 +231,15 @@ def test_pack_images_writes_a_whole_new_folder_or_nothing(tmp_path, photo, monke
         assert result.exit_code == 1
         assert result.stderr == ("error: this Pillow cannot write AVIF (built without it); pack "
                                  "as JPEG instead\n")
-    saved = Image.Image.save
+    written = Path.write_bytes
 
-    def full_disk_at_the_second(image, path, *args, **kwargs):
-        if str(path).endswith("0001.avif"):
+    def full_disk_at_the_second(path, data):
+        if path.name == "0001.avif":
             raise OSError(28, "No space left on device")
-        return saved(image, path, *args, **kwargs)
+        return written(path, data)
 
     with monkeypatch.context() as patch:
-        patch.setattr(Image.Image, "save", full_disk_at_the_second)
+        patch.setattr(Path, "write_bytes", full_disk_at_the_second)
         result = pack_images()
         assert result.exit_code == 1 and "No space left" in result.stderr
     assert sorted(tmp_path.iterdir()) == [data]  # nothing left behind

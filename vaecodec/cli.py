@@ -23,7 +23,7 @@ from .bench import CODECS
 from .bitstream import MAX_PIXELS, METADATA, VERSION, Bitstream
 from .errors import CodecError, Note
 from .files import Failed, collected_notes, describe
-from .images import IMAGE_SUFFIXES
+from .images import IMAGE_SUFFIXES, OUTPUT_QUALITY
 from .interrupts import shielded
 from .rate import MAX_EFFORT
 
@@ -419,27 +419,30 @@ def _output_suffix(context, parameter, extension):
 @click.option("--format", "suffix", metavar="EXT", callback=_output_suffix,
               help="What to write (png, jpg, webp, avif, tif …) where no output file name says "
                    "it.  [default: png]")
+@click.option("-q", "--quality", type=click.IntRange(1, 100), default=OUTPUT_QUALITY,
+              show_default=True, help="Quality of JPEG, WebP and AVIF outputs (JPEG and AVIF "
+                                      "keep colour at full resolution: 4:4:4).")
 @_force
 @_max_pixels
 @_local_options
 @_ray_options
 @_verbosity
-def decompress(inputs, output, recursive, suffix, force, max_pixels, jobs, device, precision,
-               use_ray, ray_address, verbosity):
+def decompress(inputs, output, recursive, suffix, quality, force, max_pixels, jobs, device,
+               precision, use_ray, ray_address, verbosity):
     """Decompress .vae files to images (format from the output extension or --format, PNG by
     default).
 
     \b
     Examples:
       vaecodec decompress photo.vae                  # photo.png
-      vaecodec decompress photo.vae -o photo.jpg
+      vaecodec decompress photo.vae -o photo.jpg -q 95
       vaecodec decompress vae/ -o png/
       vaecodec decompress -r vae/ -o webp/ --format webp
     """
     def said(data):
         return f"{len(data)} bytes written"
 
-    options = dict(max_pixels=max_pixels, device=device, precision=precision)
+    options = dict(quality=quality, max_pixels=max_pixels, device=device, precision=precision)
 
     def extension_of(target):
         """What to write: the output file's extension, else --format's ('': PNG)."""
@@ -459,7 +462,8 @@ def decompress(inputs, output, recursive, suffix, force, max_pixels, jobs, devic
     with workers.pool(jobs, _load_weights) as map_in_workers:
         if use_ray or ray_address:
             work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
-                           cluster.decompress(paths, extension, max_pixels=max_pixels))
+                           cluster.decompress(paths, extension, quality=quality,
+                                              max_pixels=max_pixels))
         elif jobs > 1 and len(pairs) > 1 and not any(STDIO in pair for pair in pairs):
             convert = functools.partial(files.decompress, extension=extension, **options)
             work = _in_workers(pairs, force, said, convert, map_in_workers)

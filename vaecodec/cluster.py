@@ -23,6 +23,7 @@ import ray.data
 from . import files, weights
 from .bitstream import MAX_PIXELS
 from .errors import CodecError
+from .images import OUTPUT_QUALITY
 
 # Where a row's input is, first found first: file bytes (`ray.data.read_binary_files`), a decoded
 # image array (`ray.data.read_images`, compress only), or a path the worker reads.
@@ -40,10 +41,11 @@ def compress(images, quality=None, *, max_pixels=MAX_PIXELS, **options):
                                     **options))
 
 
-def decompress(streams, extension=".png", *, max_pixels=MAX_PIXELS):
+def decompress(streams, extension=".png", *, quality=OUTPUT_QUALITY, max_pixels=MAX_PIXELS):
     """A Dataset of `.vae` file bytes (or a list of paths) → `output`: image file bytes in the
-    format of `extension`, with `error` and `notes` as in `compress`."""
-    return _convert(streams, partial(files.decompress, extension=extension,
+    format of `extension` (JPEG, WebP and AVIF at `quality`), with `error` and `notes` as in
+    `compress`."""
+    return _convert(streams, partial(files.decompress, extension=extension, quality=quality,
                                      max_pixels=max_pixels))
 
 

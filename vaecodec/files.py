@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .bitstream import MAX_PIXELS
 from .errors import CodecError, Note
+from .images import OUTPUT_QUALITY, encode_image
 
 
 class Failed(Exception):
@@ -37,13 +38,13 @@ def compress(data, quality=None, max_pixels=MAX_PIXELS, **options):
     return encode(data, quality, max_pixels=max_pixels, **options)
 
 
-def decompress(data, extension, max_pixels=MAX_PIXELS, **options):
+def decompress(data, extension, quality=OUTPUT_QUALITY, max_pixels=MAX_PIXELS, **options):
     """`.vae` bytes → image file bytes in the format of `extension` ('.png', '.jpg' …; '' is
-    PNG); `options` are `codec.decompress`'s (device, precision)."""
+    PNG), JPEG, WebP and AVIF at `quality`; `options` are `codec.decompress`'s (device,
+    precision)."""
     from .codec import decompress as decode
-    from .images import encode_image
 
-    return encode_image(decode(data, max_pixels=max_pixels, **options), extension)
+    return encode_image(decode(data, max_pixels=max_pixels, **options), extension, quality)
 
 
 def converted(convert, path):
