@@ -212,6 +212,17 @@ def test_conversion_note_goes_to_stderr(folder):
     assert "note:" in result.stderr and "converted CMYK image to RGB" in result.stderr
 
 
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".webp", ".tif"])
+def test_animations_and_pages_keep_their_first_frame_with_a_note(folder, suffix):
+    frames = [Image.new("RGB", (64, 48), colour) for colour in ("red", "lime", "blue")]
+    frames[0].save(folder / f"moving{suffix}", save_all=True, append_images=frames[1:])
+    result = run("compress", folder / f"moving{suffix}")
+    assert result.exit_code == 0
+    assert f"note: {folder / f'moving{suffix}'}: only the first of 3 frames kept" in result.stderr
+    assert run("decompress", folder / "moving.vae", "-o", folder / "first.png").exit_code == 0
+    assert Image.open(folder / "first.png").getpixel((30, 20))[0] > 200  # red
+
+
 def test_interrupt_while_writing_leaves_nothing(folder, monkeypatch):
     def interrupted(*args):
         raise KeyboardInterrupt

@@ -59,6 +59,9 @@ def split_channels(image, max_pixels=MAX_PIXELS):
 
 
 def _from_pil(image):
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "MPO":  # MPO: a camera's JPEG and its previews
+        warnings.warn(f"only the first of {frames} frames kept", ConversionWarning, stacklevel=3)
     image = ImageOps.exif_transpose(image)  # also drops the orientation from its EXIF and XMP
     exif = image.info.get("exif", b"")
     metadata = {"icc_profile": image.info.get("icc_profile") or b"",
