@@ -124,7 +124,8 @@ def run(cases, seed=0, cli_every=10, log=None):
     rng = random.Random(seed)
     bases = base_files()
     tally = {"cases": 0, "decoded": 0, "codec_error": 0, "crashes": 0, "hangs": 0,
-             "cli_cases": 0, "cli_tracebacks": 0, "cli_bad_exit": 0, "partial_files": 0,
+             "cli_cases": 0, "cli_tracebacks": 0, "cli_bad_exit": 0, "cli_internal_errors": 0,
+             "partial_files": 0,
              "max_seconds": 0.0}
     failures = []
     previous = signal.signal(signal.SIGALRM, _alarm)
@@ -178,6 +179,8 @@ def _check_cli(data, target, tally):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     if result.exit_code != 1 or len(errors) != 1:
         tally["cli_bad_exit"] += 1
+    if any("internal error" in line for line in errors):  # files.describe's form of a bug
+        tally["cli_internal_errors"] += 1
     if target.exists() or any(p.suffix == ".tmp" for p in workdir.iterdir()):
         tally["partial_files"] += 1
 
@@ -194,7 +197,7 @@ def main(cases, seed):
     for case, what, data in failures[:10]:
         print(f"case {case}: {what}: {data[:64].hex()}…")
     sys.exit(1 if failures or tally["cli_tracebacks"] or tally["cli_bad_exit"]
-             or tally["partial_files"] else 0)
+             or tally["cli_internal_errors"] or tally["partial_files"] else 0)
 
 
 if __name__ == "__main__":

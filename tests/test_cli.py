@@ -466,6 +466,17 @@ def test_a_reader_that_stops_ends_the_command_quietly(folder):
     assert process.wait(timeout=60) == 1 and process.stderr.read() == b""
 
 
+def test_damaged_exif_beside_xmp_fails_the_tiff_in_one_line(folder):
+    run("compress", folder / "a.png")
+    stream = Bitstream.from_bytes((folder / "a.vae").read_bytes())
+    damaged = Bitstream(**{**vars(stream), "exif": b"not a TIFF header", "xmp": b"<x/>"})
+    (folder / "d.vae").write_bytes(damaged.to_bytes())
+    assert run("decompress", folder / "d.vae", "-o", folder / "d.png").exit_code == 0
+    result = run("decompress", folder / "d.vae", "-o", folder / "d.tif")
+    assert_one_line_error(result, "d.vae: cannot write TIFF")
+    assert "internal error" not in result.stderr and not (folder / "d.tif").exists()
+
+
 def test_info_json_is_one_object_per_file(folder):
     import json
 

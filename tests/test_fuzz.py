@@ -8,5 +8,6 @@ def test_hostile_files_give_codec_errors_only():
     assert failures == []
     assert tally["crashes"] == tally["hangs"] == 0
     assert tally["cli_tracebacks"] == tally["cli_bad_exit"] == tally["partial_files"] == 0
+    assert tally["cli_internal_errors"] == 0
     assert tally["codec_error"] > 100  # the mutations really are hostile
     assert tally["cli_cases"] == 30

@@ -139,6 +139,25 @@ def test_xmp_travels_byte_for_byte(photo, fmt):
     assert Bitstream.from_bytes(vaecodec.compress(source, strip=True)).xmp == b""
 
 
+def test_tiff_output_keeps_exif_tags_beside_the_xmp():
+    """TIFF holds EXIF as tags of its own IFD, where the XMP tag goes too."""
+    exif = Image.Exif()
+    exif[0x010F] = "Maker"
+    exif.get_ifd(0x8769)[0x9003] = "2026:11:27 12:00:00"  # DateTimeOriginal, in the Exif IFD
+    image = Image.new("RGB", (8, 8))
+    image.info.update(icc_profile=ICC, exif=exif.tobytes(), xmp=XMP)
+    written = Image.open(io.BytesIO(encode_image(image, ".tif")))
+    assert written.info["icc_profile"] == ICC and written.info["xmp"] == XMP
+    tags = written.getexif()
+    assert tags[0x010F] == "Maker" and tags.get_ifd(0x8769)[0x9003] == "2026:11:27 12:00:00"
+
+
+def test_xmp_as_text_is_refused():
+    image = Image.new("RGB", (8, 8))
+    with pytest.raises(vaecodec.CodecError, match="XMP must be bytes"):
+        image.save(io.BytesIO(), "VAE", xmp=XMP.decode())
+
+
 def test_xmp_given_to_save_replaces_the_images_own():
     image = Image.new("RGB", (8, 8))
     image.info["xmp"] = XMP
@@ -155,8 +174,10 @@ def test_xmp_a_format_cannot_hold_is_dropped_with_a_note():
     image.info["xmp"] = bytes(JPEG_MAX_XMP)  # the most a JPEG's XMP segment holds
     assert Image.open(io.BytesIO(encode_image(image, ".jpg"))).info["xmp"] == image.info["xmp"]
     image.info["xmp"] += b" "
-    with pytest.warns(ConversionWarning, match="XMP dropped: 65505 bytes, where a JPEG holds 65504"):
-        assert "xmp" not in Image.open(io.BytesIO(encode_image(image, ".jpg"))).info
+    for extension in (".jpg", ".mpo"):  # MPO writes JPEG's segments
+        with pytest.warns(ConversionWarning, match="XMP dropped: 65505 bytes, where a JPEG holds "
+                                                   "65504"):
+            assert "xmp" not in Image.open(io.BytesIO(encode_image(image, extension))).info
 
 
 def test_strip_drops_metadata(photo):

@@ -20,6 +20,9 @@ def __getattr__(name):
         from . import codec
         return getattr(codec, name)
     if name == "__version__":
-        from importlib.metadata import version
-        return version(__name__)
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version(__name__)
+        except PackageNotFoundError:  # a source tree that was never installed
+            raise AttributeError("vaecodec has no version: it is not installed") from None
     raise AttributeError(f"module 'vaecodec' has no attribute {name!r}")

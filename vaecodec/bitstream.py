@@ -57,7 +57,7 @@ class Bitstream:
         return body + _CRC.pack(zlib.crc32(body))
 
     def metadata(self):
-        """The metadata as keyword arguments of Bitstream (and images.join_channels)."""
+        """The metadata as keyword arguments of Bitstream: {field: bytes}."""
         return {field: getattr(self, field) for field in METADATA}
 
     def metadata_section(self):

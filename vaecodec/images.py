@@ -5,7 +5,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin
 
 from .bitstream import MAX_PIXELS, METADATA, check_size
 from .errors import CodecError, ConversionWarning
@@ -18,7 +18,6 @@ EXIF_PREFIX = b"Exif\x00\x00"  # what Pillow keeps before the EXIF in `info` (JP
 # "http://ns.adobe.com/xap/1.0/\0" (larger packets go in "extended XMP", which Pillow neither
 # reads nor writes).
 JPEG_MAX_XMP = 65504
-TIFF_XMP_TAG = 700  # XMLPacket
 # How the lossy formats are written: colour at full resolution (4:4:4), as the codec keeps it,
 # where the format can (lossy WebP cannot); AVIF at libaom's speed 6, where the training pack's
 # figures were measured (train.py).
@@ -59,6 +58,8 @@ def split_channels(image, max_pixels=MAX_PIXELS):
 
 
 def _from_pil(image):
+    if not isinstance(image.info.get("xmp", b""), bytes):  # Pillow's own code expects bytes
+        raise CodecError("XMP must be bytes (a UTF-8 packet), as Pillow reads it")
     frames = getattr(image, "n_frames", 1)
     if frames > 1 and image.format != "MPO":  # MPO: a camera's JPEG and its previews
         warnings.warn(f"only the first of {frames} frames kept", ConversionWarning, stacklevel=3)
@@ -162,7 +163,8 @@ def encode_image(image, extension, quality=OUTPUT_QUALITY):
 
 def _xmp_options(fmt, xmp, exif):
     """The keyword arguments of Pillow's `save` that write the XMP packet `xmp` in format `fmt`
-    (JPEG, WebP and AVIF take `xmp`; other formats ignore it); `exif` is the EXIF being written."""
+    (JPEG, WebP and AVIF take `xmp`; formats that hold no XMP, such as BMP, GIF and PPM, leave it
+    out as they leave out the ICC profile and EXIF); `exif` is the EXIF being written."""
     if fmt == "PNG":  # an iTXt chunk, which holds UTF-8 text
         try:
             text = xmp.decode()
@@ -177,9 +179,9 @@ def _xmp_options(fmt, xmp, exif):
         tags = Image.Exif()
         if exif:
             tags.load(exif)
-        tags[TIFF_XMP_TAG] = xmp
+        tags[ExifTags.Base.XMLPacket] = xmp
         return {"exif": tags}
-    if fmt == "JPEG" and len(xmp) > JPEG_MAX_XMP:
+    if fmt in ("JPEG", "MPO") and len(xmp) > JPEG_MAX_XMP:
         warnings.warn(f"XMP dropped: {len(xmp)} bytes, where a JPEG holds {JPEG_MAX_XMP}",
                       ConversionWarning, stacklevel=2)
         return {}
