@@ -419,6 +419,23 @@ def test_recursive_batches_mirror_the_folders(tmp_path, photo):
         "2019/b.vae", "2019/summer/c.vae", "a.vae"]
 
 
+def test_skip_existing_resumes_a_batch(folder):
+    assert run("compress", folder, "-o", folder / "vae").exit_code == 0
+    (folder / "vae" / "b.vae").unlink()
+    (folder / "vae" / "a.vae").write_bytes(b"left as it is")
+    result = run("compress", folder, "-o", folder / "vae", "--skip-existing")
+    assert result.exit_code == 0
+    assert "1 of 1 files done, 1 skipped (their outputs exist)" in result.stderr
+    assert (folder / "vae" / "a.vae").read_bytes() == b"left as it is"
+    assert Bitstream.from_bytes((folder / "vae" / "b.vae").read_bytes()).mode == "L"
+    result = run("decompress", folder / "vae" / "b.vae", "--skip-existing")
+    assert result.exit_code == 0 and (folder / "vae" / "b.png").exists()
+    result = run("compress", folder, "-o", folder / "vae", "--skip-existing")
+    assert result.exit_code == 0 and "0 of 0 files done, 2 skipped" in result.stderr
+    result = run("compress", folder, "-o", folder / "vae", "--skip-existing", "--force")
+    assert result.exit_code == 2 and "only one of --force and --skip-existing" in result.stderr
+
+
 def test_format_names_what_decompress_writes(folder):
     run("compress", folder / "a.png")
     assert run("decompress", folder / "a.vae", "--format", ".jpg").exit_code == 0

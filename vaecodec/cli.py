@@ -158,10 +158,21 @@ def _write(target, data):
             raise
 
 
-def _run(pairs, batch, work, force, verbosity=0):
+def _left_to_do(pairs, skip_existing, force):
+    """The pairs whose output is not there yet with --skip-existing (all of them otherwise), and
+    how many were left out."""
+    if not skip_existing:
+        return pairs, 0
+    if force:
+        raise click.UsageError("give only one of --force and --skip-existing")
+    left = [(source, target) for source, target in pairs if target == STDIO or not target.exists()]
+    return left, len(pairs) - len(left)
+
+
+def _run(pairs, batch, work, force, verbosity=0, skipped=0):
     """Apply `work(source, target)` to every pair, reporting failures; exit 1 if any failed.
     `work` returns a line saying what it did, shown with --verbose (verbosity 1); --quiet
-    (verbosity -1) shows errors only."""
+    (verbosity -1) shows errors only. `skipped`: files left out by --skip-existing."""
     failed = 0
     items = pairs
     bar = None
@@ -190,12 +201,13 @@ def _run(pairs, batch, work, force, verbosity=0):
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    if batch and len(pairs) > 1 and verbosity >= 0:
+    if batch and (len(pairs) > 1 or skipped) and verbosity >= 0:
         click.echo(f"{len(pairs) - failed} of {len(pairs)} files done"
-                   + (f", {failed} failed" if failed else ""), err=True)
-    if not pairs:
+                   + (f", {failed} failed" if failed else "")
+                   + (f", {skipped} skipped (their outputs exist)" if skipped else ""), err=True)
+    if not pairs and not skipped:
         _say("error", "no input files found")
-    if failed or not pairs:
+    if failed or not (pairs or skipped):
         sys.exit(1)
 
 
@@ -274,6 +286,8 @@ def _load_weights():
 _max_pixels = click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
                            show_default=True, help="Refuse images with more pixels than this.")
 _force = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
+_skip_existing = click.option("--skip-existing", is_flag=True,
+                              help="Leave out the files whose output exists (to resume a batch).")
 _output = click.option("-o", "--output", type=click.Path(),
                        help="Output file, or directory when there are several inputs.")
 _recursive = click.option("-r", "--recursive", is_flag=True,
@@ -350,12 +364,14 @@ def _verbosity(command):
                    "adds 6-9 s per megapixel on 2 cores, and each probe of a target search "
                    "pays it). 0: the network alone.")
 @_force
+@_skip_existing
 @_max_pixels
 @_local_options
 @_ray_options
 @_verbosity
 def compress(inputs, output, recursive, quality, target_bpp, target_psnr, max_bytes, strict, strip,
-             effort, force, max_pixels, jobs, device, precision, use_ray, ray_address, verbosity):
+             effort, force, skip_existing, max_pixels, jobs, device, precision, use_ray,
+             ray_address, verbosity):
     """Compress images (files or directories; - for stdin) to .vae files.
 
     Give a quality or one target; each file of a batch is searched on its own.
@@ -388,6 +404,7 @@ def compress(inputs, output, recursive, quality, target_bpp, target_psnr, max_by
         return said(data)
 
     pairs, batch = _plan(inputs, output, IMAGE_SUFFIXES, ".vae", recursive, verbosity)
+    pairs, skipped = _left_to_do(pairs, skip_existing, force)
     with workers.pool(jobs, _load_weights) as map_in_workers:
         if use_ray or ray_address:
             work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
@@ -395,7 +412,7 @@ def compress(inputs, output, recursive, quality, target_bpp, target_psnr, max_by
         elif jobs > 1 and len(pairs) > 1 and not any(STDIO in pair for pair in pairs):
             convert = functools.partial(files.compress, quality=quality, **options)
             work = _in_workers(pairs, force, said, convert, map_in_workers)
-        _run(pairs, batch, work, force, verbosity)
+        _run(pairs, batch, work, force, verbosity, skipped)
 
 
 def _output_suffix(context, parameter, extension):
@@ -423,12 +440,13 @@ def _output_suffix(context, parameter, extension):
               show_default=True, help="Quality of JPEG, WebP and AVIF outputs (JPEG and AVIF "
                                       "keep colour at full resolution: 4:4:4).")
 @_force
+@_skip_existing
 @_max_pixels
 @_local_options
 @_ray_options
 @_verbosity
-def decompress(inputs, output, recursive, suffix, quality, force, max_pixels, jobs, device,
-               precision, use_ray, ray_address, verbosity):
+def decompress(inputs, output, recursive, suffix, quality, force, skip_existing, max_pixels, jobs,
+               device, precision, use_ray, ray_address, verbosity):
     """Decompress .vae files to images (format from the output extension or --format, PNG by
     default).
 
@@ -457,6 +475,7 @@ def decompress(inputs, output, recursive, suffix, quality, force, max_pixels, jo
         return said(data)
 
     pairs, batch = _plan(inputs, output, (".vae",), suffix or ".png", recursive, verbosity)
+    pairs, skipped = _left_to_do(pairs, skip_existing, force)
     # One extension: _plan pairs one input with one output, or several with files of one suffix.
     (extension,) = {extension_of(target) for _, target in pairs} or {".png"}
     with workers.pool(jobs, _load_weights) as map_in_workers:
@@ -467,7 +486,7 @@ def decompress(inputs, output, recursive, suffix, quality, force, max_pixels, jo
         elif jobs > 1 and len(pairs) > 1 and not any(STDIO in pair for pair in pairs):
             convert = functools.partial(files.decompress, extension=extension, **options)
             work = _in_workers(pairs, force, said, convert, map_in_workers)
-        _run(pairs, batch, work, force, verbosity)
+        _run(pairs, batch, work, force, verbosity, skipped)
 
 
 @main.command()
