@@ -69,6 +69,19 @@ def test_image_file_bytes_are_accepted(photo):
         vaecodec.compress(b"not an image")
 
 
+def test_paths_are_accepted(photo, tmp_path):
+    photo.save(tmp_path / "photo.png")
+    data = vaecodec.compress(tmp_path / "photo.png", quality=30)
+    assert data == vaecodec.compress(photo, quality=30)
+    (tmp_path / "photo.vae").write_bytes(data)
+    decoded = vaecodec.decompress(str(tmp_path / "photo.vae"))
+    assert decoded.tobytes() == vaecodec.decompress(data).tobytes()
+    with pytest.raises(vaecodec.CodecError, match=r"missing\.png: no such file"):
+        vaecodec.compress(tmp_path / "missing.png")
+    with pytest.raises(vaecodec.CodecError, match="is a directory"):
+        vaecodec.decompress(tmp_path)
+
+
 @pytest.mark.parametrize("convert", [
     lambda im: im.convert("P"),
     lambda im: im.convert("CMYK"),

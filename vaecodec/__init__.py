@@ -1,8 +1,8 @@
 """vaecodec: a learned image codec (compression VAE with a mean-scale hyperprior).
 
     import vaecodec
-    data = vaecodec.compress(image, quality=75)   # PIL image, H×W×C uint8 array or file bytes
-    image = vaecodec.decompress(data)             # → PIL.Image.Image
+    data = vaecodec.compress(image, quality=75)   # PIL image, H×W×C uint8 array, file bytes or path
+    image = vaecodec.decompress(data)             # → PIL.Image.Image (data: bytes or a path)
 
 Importing it also registers the `.vae` format with Pillow (`Image.open`, `Image.save`).
 """

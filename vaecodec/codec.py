@@ -17,13 +17,15 @@ transforms may differ slightly between machines: that moves pixels by a level or
 entropy decoder.
 """
 
+import os
 import zlib
 from numbers import Integral
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import compute, entropy, images, rate, refine, tiles, weights
+from . import compute, entropy, files, images, rate, refine, tiles, weights
 from .bench import psnr
 from .bitstream import MAX_METADATA, MAX_PIXELS, STRIDE, Bitstream, quality_code
 from .errors import CodecError
@@ -154,8 +156,8 @@ def z_channel_tables(z_shape):
 def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_bytes=None,
              strict=False, strip=False, effort=0, weights_path=None, max_pixels=MAX_PIXELS,
              device="auto", precision="auto"):
-    """Compress a PIL image, an H×W[×C] uint8 array or an image file's bytes (or bytearray) to
-    `.vae` bytes.
+    """Compress a PIL image, an H×W[×C] uint8 array, an image file's bytes (or bytearray) or its
+    path to `.vae` bytes.
 
     Give at most one of: `quality` 1 (smallest) … 100 (best), default 75; `target_bpp` (bits per
     pixel of the file, within 3 %), `target_psnr` (dB over RGB, within 0.1 dB) or `max_bytes`
@@ -180,6 +182,8 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
             0 <= effort <= rate.MAX_EFFORT):
         raise CodecError(f"effort must be an integer from 0 to {rate.MAX_EFFORT}, not {effort!r}")
     effort = int(effort)  # a NumPy integer too
+    if isinstance(image, (str, os.PathLike)):
+        image = _file_bytes(image)
     if isinstance(image, (bytes, bytearray)):  # decoded here, where nothing else holds it
         image = images.read_image(image, max_pixels)
     rgb, alpha, mode, metadata = images.split_channels(image, max_pixels)
@@ -227,9 +231,11 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
 
 def decompress(data, weights_path=None, max_pixels=MAX_PIXELS, max_metadata=MAX_METADATA,
                device="auto", precision="auto"):
-    """Decode `.vae` bytes to a PIL image in the mode it was compressed from, with its ICC profile,
-    EXIF and XMP in `info` (as Pillow's decoders put them); device and precision as for
-    `compress`."""
+    """Decode `.vae` bytes (or a `.vae` file's path) to a PIL image in the mode it was compressed
+    from, with its ICC profile, EXIF and XMP in `info` (as Pillow's decoders put them); device and
+    precision as for `compress`."""
+    if isinstance(data, (str, os.PathLike)):
+        data = _file_bytes(data)
     return decode(Bitstream.from_bytes(data, max_pixels, max_metadata), weights_path, device,
                   precision)
 
@@ -249,6 +255,14 @@ def decode(stream, weights_path=None, device="auto", precision="auto"):
     rgb = pixels(codec, y_hat, stream.quality, stream.width, stream.height, transforms)
     alpha = _decode_alpha(stream) if "A" in stream.mode else None
     return images.join_channels(rgb, alpha, stream.mode, stream.metadata())
+
+
+def _file_bytes(path):
+    """The bytes of the file at `path`, or a CodecError that names it and says why not."""
+    try:
+        return files.read(Path(path))
+    except files.Failed as error:
+        raise CodecError(f"{path}: {error}") from None
 
 
 def _decode_alpha(stream):
