@@ -172,7 +172,7 @@ def test_colliding_outputs_are_refused_before_any_work(folder):
     (folder / "b.png").write_bytes((folder / "a.png").read_bytes())
     result = run("compress", folder, "-o", folder / "out")
     assert result.exit_code == 2 and "would both be written to" in result.output
-    assert not list((folder / "out").iterdir())
+    assert not (folder / "out").exists()  # checked before any folder is made
 
 
 def test_stdin_into_a_directory(folder):
@@ -419,6 +419,33 @@ def test_recursive_batches_mirror_the_folders(tmp_path, photo):
         "2019/b.vae", "2019/summer/c.vae", "a.vae"]
 
 
+def test_recursive_walks_links_once_and_reports_unreadable_folders(tmp_path, photo, monkeypatch):
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    for name in ("photos/a.png", "photos/._a.png", "photos/sub/.hidden.png", "elsewhere/e.png",
+                 "photos/locked/l.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        photo.save(tmp_path / name, format="PNG")
+    (photos / "linked").symlink_to(elsewhere)
+    (photos / "sub" / "loop").symlink_to(photos)  # back up: walked once
+    walk = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return walk(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = run("compress", "-r", photos, "-o", photos / "vae")
+    assert result.exit_code == 1  # the unreadable folder, reported in one line
+    assert f"error: {photos / 'locked'}: cannot read (Permission denied)" in result.stderr
+    assert "2 of 2 files done, 1 folder unreadable" in result.stderr
+    assert files_in(photos / "vae") == ["a.vae", "linked/e.vae"]  # no hidden files, no loop
+    monkeypatch.setattr(os, "scandir", walk)
+    again = run("compress", "-r", photos, "-o", photos / "vae", "--skip-existing")
+    assert again.exit_code == 0 and "1 of 1 files done, 2 skipped" in again.stderr  # vae/ left out
+    assert files_in(photos / "vae") == ["a.vae", "linked/e.vae", "locked/l.vae"]
+
+
 def test_skip_existing_resumes_a_batch(folder):
     assert run("compress", folder, "-o", folder / "vae").exit_code == 0
     (folder / "vae" / "b.vae").unlink()
@@ -434,6 +461,10 @@ def test_skip_existing_resumes_a_batch(folder):
     assert result.exit_code == 0 and "0 of 0 files done, 2 skipped" in result.stderr
     result = run("compress", folder, "-o", folder / "vae", "--skip-existing", "--force")
     assert result.exit_code == 2 and "only one of --force and --skip-existing" in result.stderr
+    (folder / "vae" / "a.vae").unlink()
+    (folder / "vae" / "a.vae").mkdir()  # in the way, not done
+    result = run("compress", folder, "-o", folder / "vae", "--skip-existing")
+    assert_one_line_error(result, "output", "a.vae is a directory")
 
 
 def test_format_names_what_decompress_writes(folder):
@@ -445,9 +476,38 @@ def test_format_names_what_decompress_writes(folder):
     result = run("decompress", folder / "a.vae", "-o", folder / "x.png", "--format", "jpg")
     assert result.exit_code == 2 and "x.png is not a .jpg file: give one of -o and --format" \
         in result.stderr
-    result = run("decompress", folder / "a.vae", "--format", "doc")
-    assert result.exit_code == 2 and "cannot write images with extension '.doc'" in result.stderr
+    for refused in ("doc", "pdf", "ico", "vae"):
+        result = run("decompress", folder / "a.vae", "--format", refused)
+        assert result.exit_code == 2
+        assert f"cannot write images with extension '.{refused}' (write PNG, JPEG" in result.stderr
+    result = run("decompress", folder / "a.vae", "-o", folder / "a.backup")
+    assert result.exit_code == 2 and "extension '.backup'" in result.stderr  # before decoding
     assert not (folder / "x.png").exists()
+    result = run("decompress", folder / "a.vae", "-o", folder / "x.jpeg", "--format", "jpg")
+    assert result.exit_code == 0 and Image.open(folder / "x.jpeg").format == "JPEG"
+    result = run("decompress", folder / "a.vae", "-o", folder / "x.gif")
+    assert result.exit_code == 0 and "GIF holds 256 colours: reduced to a palette" in result.stderr
+
+
+def test_stdin_beside_a_folder(folder):
+    (folder / "in").mkdir()
+    run("compress", folder / "a.png", "-o", folder / "in" / "x.vae")
+    data = (folder / "in" / "x.vae").read_bytes()
+    result = run("decompress", "-", folder / "in", "-o", folder / "out", input=data)
+    assert result.exit_code == 0 and files_in(folder / "out") == ["stdin.png", "x.png"]
+
+
+def test_a_damaged_later_frame_does_not_stop_the_first(folder):
+    frames = [Image.new("RGB", (64, 48), colour) for colour in ("red", "lime", "blue")]
+    frames[0].save(folder / "moving.gif", save_all=True, append_images=frames[1:])
+    data = (folder / "moving.gif").read_bytes()
+    (folder / "cut.gif").write_bytes(data[:len(data) * 2 // 3])
+    assert run("compress", folder / "cut.gif").exit_code == 0
+    with Image.open(folder / "moving.gif") as image:
+        image.load()
+    import vaecodec
+
+    assert vaecodec.compress(image)  # its file closed, the frame at hand loaded
 
 
 def test_lossy_outputs_are_written_in_full_colour_at_the_quality_asked(folder):
@@ -481,6 +541,24 @@ def test_a_reader_that_stops_ends_the_command_quietly(folder):
     assert process.stdout.readline().startswith(str(many).encode())
     process.stdout.close()
     assert process.wait(timeout=60) == 1 and process.stderr.read() == b""
+    # One write larger than the pipe holds: the part the reader never took is no success.
+    big = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    Image.fromarray(big).save(folder / "big.png")
+    run("compress", folder / "big.png", "-q", 100)
+    process = subprocess.Popen([sys.executable, "-m", "vaecodec", "decompress",
+                                str(folder / "big.vae"), "-o", "-"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.read(10).startswith(b"\x89PNG")
+    process.stdout.close()
+    assert process.wait(timeout=60) == 1 and process.stderr.read() == b""
+
+
+def test_a_closed_stdout_is_one_error_line(folder):
+    run("compress", folder / "a.png")
+    result = subprocess.run([sys.executable, "-m", "vaecodec", "info", str(folder / "a.vae")],
+                            stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1), timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == f"error: {folder / 'a.vae'}: stdout is closed\n".encode()
 
 
 def test_damaged_exif_beside_xmp_fails_the_tiff_in_one_line(folder):

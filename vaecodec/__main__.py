@@ -37,7 +37,8 @@ def _exit(status):
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: closed when the command started (`>&-`)
+                stream.flush()
         except OSError:  # what Python's own exit does when it cannot flush stdout
             status = status or 120
     os._exit(status)

@@ -14,7 +14,9 @@ import os
 import sys
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -50,59 +52,83 @@ def _say(tag, text):
                color=False if os.environ.get("NO_COLOR") else None)
 
 
-def _expand(inputs, suffixes, recursive=False, verbosity=0):
-    """Files named on the command line, with directories replaced by their matching files: each
-    with its folder relative to the directory named (`.` for a file named itself). With
-    `recursive`, the folders within directories too (not hidden ones, such as .thumbnails);
-    without, a note says how many were not searched."""
-    files = []
+def _expand(inputs, suffixes, recursive=False, verbosity=0, leave_out=None):
+    """Files named on the command line, with directories replaced by the files in them that have
+    one of `suffixes`, hidden ones left out (such as macOS's ._ files): each with its folder
+    relative to the directory named (`.` for a file named itself). With `recursive`, the folders
+    within too (links followed, each folder once), but not hidden ones (.thumbnails) nor
+    `leave_out` (the output folder); without, a note says how many were not searched.
+    Returns (files, one-line errors for the folders that could not be read)."""
+    files, problems = [], []
+    left_out = leave_out.resolve() if leave_out else None
+
+    def unreadable(error):
+        problems.append(f"{error.filename}: cannot read ({error.strerror})")
+
     for path in map(Path, inputs):
         if path == STDIO or not path.is_dir():
             files.append((path, Path()))
             continue
-        unsearched = 0
-        for folder, subfolders, names in os.walk(path):
-            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        walked = set()  # (device, inode) of every folder: a link back up is not walked again
+        for folder, subfolders, names in os.walk(path, onerror=unreadable, followlinks=True):
+            status = os.stat(folder)
+            if (status.st_dev, status.st_ino) in walked:
+                subfolders.clear()
+                continue
+            walked.add((status.st_dev, status.st_ino))
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith(".")
+                                   and Path(folder, name).resolve() != left_out)
             within = Path(folder).relative_to(path)
             files.extend((Path(folder, name), within) for name in sorted(names)
-                         if Path(name).suffix.lower() in suffixes
+                         if not name.startswith(".") and Path(name).suffix.lower() in suffixes
                          and Path(folder, name).is_file())
             if not recursive:
-                unsearched = len(subfolders)
+                if subfolders and verbosity >= 0:
+                    _say("note", f"{path}: {len(subfolders)} folder{'s' * (len(subfolders) > 1)}"
+                                 " within not searched (-r searches them)")
                 break
-        if unsearched and verbosity >= 0:
-            _say("note", f"{path}: {unsearched} folder{'s' * (unsearched > 1)} within not "
-                         "searched (-r searches them)")
-    return files
+    return files, problems
 
 
-def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0):
+class Plan(NamedTuple):
+    """What a command converts: (source, target) pairs, whether they are a batch (a summary and
+    a progress bar), how many files --skip-existing left out, and one-line errors found while
+    planning (folders that could not be read)."""
+
+    pairs: list
+    batch: bool
+    skipped: int = 0
+    problems: list = []
+
+
+def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0,
+          skip_existing=False, force=False):
     """Pair every input file with its output path.
 
     One input file: OUTPUT is the file to write (or a directory to write into); without it the
     output goes beside the input. Several inputs or a directory: OUTPUT is a directory, in which
     the folders that `recursive` searched are made again. `-` reads stdin / writes stdout.
+    With `skip_existing`, the files whose output exists are left out. Everything is checked
+    before any folder is made.
     """
-    files = _expand(inputs, suffixes, recursive, verbosity)
+    if skip_existing and force:
+        raise click.UsageError("give only one of --force and --skip-existing")
     batch = len(inputs) > 1 or any(p != STDIO and p.is_dir() for p in map(Path, inputs))
     out = Path(output) if output else None
     if batch and out == STDIO:
         raise click.UsageError("cannot write several files to stdout")
-    if batch and out is not None:
-        if out.exists() and not out.is_dir():
-            raise click.UsageError(f"{out}: with several inputs, -o must be a directory")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise click.UsageError(f"cannot create {out} ({error.strerror})") from None
+    if batch and out is not None and out.exists() and not out.is_dir():
+        raise click.UsageError(f"{out}: with several inputs, -o must be a directory")
+    into_folder = out not in (None, STDIO) and (batch or out.is_dir())
+    files, problems = _expand(inputs, suffixes, recursive, verbosity,
+                              leave_out=out if into_folder else None)
     pairs, sources = [], {}
     for path, within in files:
         if path == STDIO:
-            target = out / f"stdin{new_suffix}" if out and out != STDIO and out.is_dir() \
-                else out or STDIO
+            target = out / f"stdin{new_suffix}" if into_folder else out or STDIO
         elif out is None:
             target = path.with_suffix(new_suffix)
-        elif out == STDIO or not out.is_dir():
+        elif not into_folder:
             target = out
         else:
             target = out / within / (path.stem + new_suffix)
@@ -110,13 +136,25 @@ def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0):
             raise click.UsageError(f"{sources[target]} and {path} would both be written to {target}")
         sources[target] = path
         pairs.append((path, target))
-    for folder in {target.parent for _, target in pairs if target != STDIO}:
-        if out in folder.parents:  # a folder searched by --recursive, made again in OUTPUT
+    left = [pair for pair in pairs if not (skip_existing and _done(*pair, verbosity))]
+    if into_folder:  # OUTPUT, and in it the folders that --recursive searched
+        for folder in sorted({out} | {target.parent for _, target in left if target != STDIO}):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise click.UsageError(f"cannot create {folder} ({error.strerror})") from None
-    return pairs, batch
+    return Plan(left, batch, len(pairs) - len(left), problems)
+
+
+def _done(source, target, verbosity):
+    """Whether --skip-existing leaves this file out: its output is a file already (and not the
+    input itself, which _check_target refuses)."""
+    if target == STDIO or not target.is_file() or (
+            source != STDIO and target.resolve() == source.resolve()):
+        return False
+    if verbosity > 0:
+        click.echo(f"{source}: skipped, {target} exists", err=True)
+    return True
 
 
 def _read(path):
@@ -134,12 +172,28 @@ def _check_target(source, target, force):
         raise Failed(f"output {target} exists (use --force to overwrite)")
 
 
+@contextmanager
+def _to_stdout():
+    """Writing to stdout: a reader that has gone (`vaecodec info vae/ | head -1`) ends the command
+    quietly with status 1, as Unix tools stop."""
+    if sys.stdout is None:
+        raise Failed("stdout is closed")
+    try:
+        yield sys.stdout
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        sys.exit(1)
+
+
 def _write(target, data):
     """Write atomically: a temporary file in the target's directory, then a rename. Shielded from
     signals, so that a kill meanwhile takes effect once the file is in place."""
     if target == STDIO:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        with _to_stdout() as stdout:
+            view = memoryview(data)
+            while view:  # a pipe whose reader goes may take part of a write without an error
+                view = view[stdout.buffer.write(view):]
+            stdout.buffer.flush()
         return
     with shielded():
         try:
@@ -158,21 +212,13 @@ def _write(target, data):
             raise
 
 
-def _left_to_do(pairs, skip_existing, force):
-    """The pairs whose output is not there yet with --skip-existing (all of them otherwise), and
-    how many were left out."""
-    if not skip_existing:
-        return pairs, 0
-    if force:
-        raise click.UsageError("give only one of --force and --skip-existing")
-    left = [(source, target) for source, target in pairs if target == STDIO or not target.exists()]
-    return left, len(pairs) - len(left)
-
-
-def _run(pairs, batch, work, force, verbosity=0, skipped=0):
-    """Apply `work(source, target)` to every pair, reporting failures; exit 1 if any failed.
-    `work` returns a line saying what it did, shown with --verbose (verbosity 1); --quiet
-    (verbosity -1) shows errors only. `skipped`: files left out by --skip-existing."""
+def _run(plan, work, force, verbosity=0):
+    """Apply `work(source, target)` to every pair of the Plan, reporting failures; exit 1 if any
+    failed. `work` returns a line saying what it did, shown with --verbose (verbosity 1);
+    --quiet (verbosity -1) shows errors only."""
+    pairs, batch, skipped, problems = plan
+    for problem in problems:
+        _say("error", problem)
     failed = 0
     items = pairs
     bar = None
@@ -192,22 +238,21 @@ def _run(pairs, batch, work, force, verbosity=0, skipped=0):
                         _say("note", f"{name}: {note}")
                 if done and verbosity > 0:
                     click.echo(f"{name}: {done}", err=True)
-            except BrokenPipeError:  # stdout's reader has gone (`vaecodec info vae/ | head -1`)
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing to flush
-                sys.exit(1)  # quietly, as Unix tools stop
             except Exception as error:  # one line, and the batch goes on
                 failed += 1
                 _say("error", f"{name}: {describe(error)}")
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    if batch and (len(pairs) > 1 or skipped) and verbosity >= 0:
+    if batch and (len(pairs) > 1 or skipped or problems) and verbosity >= 0:
         click.echo(f"{len(pairs) - failed} of {len(pairs)} files done"
                    + (f", {failed} failed" if failed else "")
-                   + (f", {skipped} skipped (their outputs exist)" if skipped else ""), err=True)
-    if not pairs and not skipped:
+                   + (f", {skipped} skipped (their outputs exist)" if skipped else "")
+                   + (f", {len(problems)} folder{'s' * (len(problems) > 1)} unreadable"
+                      if problems else ""), err=True)
+    if not (pairs or skipped or problems):
         _say("error", "no input files found")
-    if failed or not (pairs or skipped):
+    if failed or problems or not (pairs or skipped):
         sys.exit(1)
 
 
@@ -403,8 +448,9 @@ def compress(inputs, output, recursive, quality, target_bpp, target_psnr, max_by
         _write(target, data)
         return said(data)
 
-    pairs, batch = _plan(inputs, output, IMAGE_SUFFIXES, ".vae", recursive, verbosity)
-    pairs, skipped = _left_to_do(pairs, skip_existing, force)
+    plan = _plan(inputs, output, IMAGE_SUFFIXES, ".vae", recursive, verbosity, skip_existing,
+                 force)
+    pairs = plan.pairs
     with workers.pool(jobs, _load_weights) as map_in_workers:
         if use_ray or ray_address:
             work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
@@ -412,20 +458,26 @@ def compress(inputs, output, recursive, quality, target_bpp, target_psnr, max_by
         elif jobs > 1 and len(pairs) > 1 and not any(STDIO in pair for pair in pairs):
             convert = functools.partial(files.compress, quality=quality, **options)
             work = _in_workers(pairs, force, said, convert, map_in_workers)
-        _run(pairs, batch, work, force, verbosity, skipped)
+        _run(plan, work, force, verbosity)
+
+
+def _output_format(extension):
+    """The Pillow format that writes files with this extension, or a usage error naming those
+    that can be written: checked before any work."""
+    from .images import writer
+
+    try:
+        return writer(extension)
+    except CodecError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def _output_suffix(context, parameter, extension):
-    """--format as the suffix of the files to write ('.png' …), checked before any work."""
+    """--format as the suffix of the files to write ('.png' …)."""
     if extension is None:
         return None
     suffix = "." + extension.lower().lstrip(".")
-    try:
-        from .images import writer
-
-        writer(suffix)
-    except CodecError as error:
-        raise click.BadParameter(str(error)) from None
+    _output_format(suffix)
     return suffix
 
 
@@ -465,7 +517,7 @@ def decompress(inputs, output, recursive, suffix, quality, force, skip_existing,
     def extension_of(target):
         """What to write: the output file's extension, else --format's ('': PNG)."""
         named = "" if target == STDIO else target.suffix.lower()
-        if named and suffix and named != suffix:
+        if named and _output_format(named) != _output_format(suffix or named):
             raise click.UsageError(f"{target} is not a {suffix} file: give one of -o and --format")
         return named or suffix or ""
 
@@ -474,10 +526,14 @@ def decompress(inputs, output, recursive, suffix, quality, force, skip_existing,
         _write(target, data)
         return said(data)
 
-    pairs, batch = _plan(inputs, output, (".vae",), suffix or ".png", recursive, verbosity)
-    pairs, skipped = _left_to_do(pairs, skip_existing, force)
-    # One extension: _plan pairs one input with one output, or several with files of one suffix.
-    (extension,) = {extension_of(target) for _, target in pairs} or {".png"}
+    plan = _plan(inputs, output, (".vae",), suffix or ".png", recursive, verbosity, skip_existing,
+                 force)
+    pairs = plan.pairs
+    for _, target in pairs:  # -o against --format, before any work
+        extension_of(target)
+    # What the workers and Ray write: they convert files only (no stdin or stdout), and _plan
+    # pairs one input with one output, or several with files of one suffix.
+    extension = next((extension_of(target) for _, target in pairs if target != STDIO), "")
     with workers.pool(jobs, _load_weights) as map_in_workers:
         if use_ray or ray_address:
             work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
@@ -486,7 +542,7 @@ def decompress(inputs, output, recursive, suffix, quality, force, skip_existing,
         elif jobs > 1 and len(pairs) > 1 and not any(STDIO in pair for pair in pairs):
             convert = functools.partial(files.decompress, extension=extension, **options)
             work = _in_workers(pairs, force, said, convert, map_in_workers)
-        _run(pairs, batch, work, force, verbosity, skipped)
+        _run(plan, work, force, verbosity)
 
 
 @main.command()
@@ -510,17 +566,16 @@ def info(inputs, as_json, recursive):
             "bytes": len(data), "bpp": round(8 * len(data) / (stream.width * stream.height), 6),
             "model_id": stream.model_id.hex(),
             **{f"{field}_bytes": len(value) for field, value in stream.metadata().items()}}
-        if as_json:
-            click.echo(json.dumps(fields, ensure_ascii=False))
-            return
         metadata = ", ".join(f"{name} {size} bytes" for field, (_, name) in METADATA.items()
                              if (size := fields[f"{field}_bytes"]))
-        click.echo(f"{source}: {stream.width}×{stream.height} {stream.mode}, "
-                   f"quality {stream.quality:g}, {len(data)} bytes, {fields['bpp']:.4f} bpp, "
-                   f"model {stream.model_id.hex()}" + (f", {metadata}" if metadata else ""))
+        with _to_stdout():
+            click.echo(json.dumps(fields, ensure_ascii=False) if as_json else
+                       f"{source}: {stream.width}×{stream.height} {stream.mode}, "
+                       f"quality {stream.quality:g}, {len(data)} bytes, {fields['bpp']:.4f} bpp, "
+                       f"model {stream.model_id.hex()}" + (f", {metadata}" if metadata else ""))
 
-    pairs = [(path, STDIO) for path, _ in _expand(inputs, (".vae",), recursive)]
-    _run(pairs, False, work, force=True)
+    found, problems = _expand(inputs, (".vae",), recursive)
+    _run(Plan([(path, STDIO) for path, _ in found], False, problems=problems), work, force=True)
 
 
 @main.command()
@@ -553,7 +608,7 @@ def compare(original, file, output, crop, force, max_pixels):
         picture = side_by_side(reference, decoded, len(data), source.name, box)
         _write(target, encode_image(picture, target.suffix))
 
-    _run([(Path(file), Path(output))], False, work, force)
+    _run(Plan([(Path(file), Path(output))], False), work, force)
 
 
 def _size(text):
@@ -613,7 +668,7 @@ def sample(count, output, seed, size, quality, force, max_pixels, verbosity):
         return f"written to {target}"
 
     pairs = [(Path(f"sample-{i}"), folder / f"sample-{i}.png") for i in range(1, count + 1)]
-    _run(pairs, count > 1, work, force, verbosity)
+    _run(Plan(pairs, count > 1), work, force, verbosity)
 
 
 @main.command()

@@ -23,6 +23,9 @@ JPEG_MAX_XMP = 65504
 # figures were measured (train.py).
 LOSSY_OPTIONS = {"JPEG": {"subsampling": 0}, "WEBP": {}, "AVIF": {"subsampling": "4:4:4",
                                                                   "speed": 6}}
+# What decoded images are written as: raster formats that hold them as they are (GIF in a palette,
+# with a note), not documents (PDF, EPS), icons that resize them, nor .vae again.
+WRITTEN = ("PNG", "JPEG", "WEBP", "AVIF", "TIFF", "BMP", "PPM", "JPEG2000", "TGA", "QOI", "GIF")
 # Their default quality. On Kodak decodes at quality 75 (34.40 dB), Pillow's defaults took 1.94 dB
 # off as JPEG, 1.44 as WebP, 0.81 as AVIF; these settings 0.64, 0.66 and 0.31
 # (benchmarks/output_fidelity.py).
@@ -60,9 +63,10 @@ def split_channels(image, max_pixels=MAX_PIXELS):
 def _from_pil(image):
     if not isinstance(image.info.get("xmp", b""), bytes):  # Pillow's own code expects bytes
         raise CodecError("XMP must be bytes (a UTF-8 packet), as Pillow reads it")
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1 and image.format != "MPO":  # MPO: a camera's JPEG and its previews
-        warnings.warn(f"only the first of {frames} frames kept", ConversionWarning, stacklevel=3)
+    frames = _frames(image)
+    if frames > 1:
+        which = "the first" if image.tell() == 0 else f"frame {image.tell() + 1}"
+        warnings.warn(f"only {which} of {frames} frames kept", ConversionWarning, stacklevel=3)
     image = ImageOps.exif_transpose(image)  # also drops the orientation from its EXIF and XMP
     exif = image.info.get("exif", b"")
     metadata = {"icc_profile": image.info.get("icc_profile") or b"",
@@ -84,6 +88,19 @@ def _from_pil(image):
         raise CodecError(f"cannot convert a {mode} image ({error})") from None
     warnings.warn(f"converted {mode} image to {image.mode}", ConversionWarning, stacklevel=3)
     return np.asarray(image), image.mode, metadata
+
+
+def _frames(image):
+    """How many frames an animation (GIF, PNG, WebP, AVIF) or a multi-page TIFF has; 1 for any
+    other image (a camera's MPO, whose frames are previews; a PSD, whose frames are layers), and
+    where counting fails (a damaged later frame, a closed file): the frame at hand is all the
+    codec reads."""
+    if image.format not in ("GIF", "PNG", "WEBP", "AVIF", "TIFF"):
+        return 1
+    try:
+        return image.n_frames
+    except Exception:
+        return 1
 
 
 def join_channels(rgb, alpha, mode, metadata):
@@ -132,8 +149,9 @@ def writer(extension):
     # Pillow's common formats first: registering every plugin takes 80 ms once torch is loaded.
     Image.preinit()
     fmt = Image.EXTENSION.get(extension) or Image.registered_extensions().get(extension)
-    if fmt is None or fmt not in Image.SAVE:
-        raise CodecError(f"cannot write images with extension '{extension}'")
+    if fmt not in WRITTEN or fmt not in Image.SAVE:
+        raise CodecError(f"cannot write images with extension '{extension}' (write PNG, JPEG, "
+                         "WebP, AVIF, TIFF, BMP, PPM, JPEG 2000, TGA, QOI or GIF)")
     return fmt
 
 
@@ -144,6 +162,9 @@ def encode_image(image, extension, quality=OUTPUT_QUALITY):
     if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
         image = image.convert(image.mode[:-1])
         warnings.warn("JPEG has no alpha channel: alpha dropped", ConversionWarning, stacklevel=2)
+    if fmt == "GIF" and image.mode != "L":
+        warnings.warn("GIF holds 256 colours: reduced to a palette", ConversionWarning,
+                      stacklevel=2)
     options = {key: image.info[key] for key in METADATA if image.info.get(key)}
     if fmt in LOSSY_OPTIONS:
         options.update(LOSSY_OPTIONS[fmt], quality=quality)
@@ -181,7 +202,7 @@ def _xmp_options(fmt, xmp, exif):
             tags.load(exif)
         tags[ExifTags.Base.XMLPacket] = xmp
         return {"exif": tags}
-    if fmt in ("JPEG", "MPO") and len(xmp) > JPEG_MAX_XMP:
+    if fmt == "JPEG" and len(xmp) > JPEG_MAX_XMP:
         warnings.warn(f"XMP dropped: {len(xmp)} bytes, where a JPEG holds {JPEG_MAX_XMP}",
                       ConversionWarning, stacklevel=2)
         return {}
