@@ -98,7 +98,7 @@ class Plan(NamedTuple):
     pairs: list
     batch: bool
     skipped: int = 0
-    problems: list = []
+    problems: tuple = ()
 
 
 def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0,
@@ -143,7 +143,7 @@ def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0,
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise click.UsageError(f"cannot create {folder} ({error.strerror})") from None
-    return Plan(left, batch, len(pairs) - len(left), problems)
+    return Plan(left, batch, len(pairs) - len(left), tuple(problems))
 
 
 def _done(source, target, verbosity):
@@ -575,7 +575,8 @@ def info(inputs, as_json, recursive):
                        f"model {stream.model_id.hex()}" + (f", {metadata}" if metadata else ""))
 
     found, problems = _expand(inputs, (".vae",), recursive)
-    _run(Plan([(path, STDIO) for path, _ in found], False, problems=problems), work, force=True)
+    _run(Plan([(path, STDIO) for path, _ in found], False, problems=tuple(problems)), work,
+         force=True)
 
 
 @main.command()
