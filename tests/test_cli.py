@@ -299,6 +299,14 @@ def test_jobs_give_the_same_files_and_report_as_one_process(folder):
     assert sorted(outputs[1]) == ["a.vae", "b.vae", "c.vae"] and outputs[1] == outputs[2]
     result = run("decompress", folder / "2", "-o", folder / "png", "--jobs", 2)
     assert result.exit_code == 0 and Image.open(folder / "png" / "b.png").mode == "L"
+    sizes = {}
+    for quality in (40, 95):  # --format and -q reach the workers
+        out = folder / f"jpg{quality}"
+        result = run("decompress", folder / "2", "-o", out, "--jobs", 2, "--format", "jpg",
+                     "-q", quality)
+        assert result.exit_code == 0 and Image.open(out / "a.jpg").format == "JPEG"
+        sizes[quality] = (out / "a.jpg").stat().st_size
+    assert sizes[40] < 0.7 * sizes[95]
     # Run in this process, the command leaves none of its caller's objects frozen out of the
     # garbage collector (forked workers start with them frozen: workers.py).
     assert gc.get_freeze_count() == 0

@@ -152,6 +152,15 @@ def test_tiff_output_keeps_exif_tags_beside_the_xmp():
     assert tags[0x010F] == "Maker" and tags.get_ifd(0x8769)[0x9003] == "2026:11:27 12:00:00"
 
 
+def test_jpeg_and_avif_outputs_keep_colour_at_full_resolution():
+    """Red and blue columns one pixel wide: subsampled colour (4:2:0) would make them purple."""
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::2, 0] = stripes[:, 1::2, 2] = 255
+    for extension in (".jpg", ".avif"):
+        written = Image.open(io.BytesIO(encode_image(Image.fromarray(stripes), extension)))
+        assert np.abs(np.asarray(written.convert("RGB"), int) - stripes).mean() < 5  # 4:2:0: 89
+
+
 def test_xmp_as_text_is_refused():
     image = Image.new("RGB", (8, 8))
     with pytest.raises(vaecodec.CodecError, match="XMP must be bytes"):
