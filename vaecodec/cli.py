@@ -388,6 +388,15 @@ def _verbosity(command):
                         help="Say what was written for each file.")(with_verbosity)
 
 
+def _batch_options(command):
+    """The options compress and decompress share: --force, --skip-existing, --max-pixels,
+    --jobs, --device, --precision, --ray, --ray-address, -v and --quiet."""
+    for options in (_verbosity, _ray_options, _local_options, _max_pixels, _skip_existing,
+                    _force):
+        command = options(command)
+    return command
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @_output
@@ -408,12 +417,7 @@ def _verbosity(command):
               help="Refine each image's latents (smaller files at the same quality; every level "
                    "adds 6-9 s per megapixel on 2 cores, and each probe of a target search "
                    "pays it). 0: the network alone.")
-@_force
-@_skip_existing
-@_max_pixels
-@_local_options
-@_ray_options
-@_verbosity
+@_batch_options
 def compress(inputs, output, recursive, quality, target_bpp, target_psnr, max_bytes, strict, strip,
              effort, force, skip_existing, max_pixels, jobs, device, precision, use_ray,
              ray_address, verbosity):
@@ -491,12 +495,7 @@ def _output_suffix(context, parameter, extension):
 @click.option("-q", "--quality", type=click.IntRange(1, 100), default=OUTPUT_QUALITY,
               show_default=True, help="Quality of JPEG, WebP and AVIF outputs (JPEG and AVIF "
                                       "keep colour at full resolution: 4:4:4).")
-@_force
-@_skip_existing
-@_max_pixels
-@_local_options
-@_ray_options
-@_verbosity
+@_batch_options
 def decompress(inputs, output, recursive, suffix, quality, force, skip_existing, max_pixels, jobs,
                device, precision, use_ray, ray_address, verbosity):
     """Decompress .vae files to images (format from the output extension or --format, PNG by
