@@ -56,49 +56,54 @@ def _expand(inputs, suffixes, recursive=False, verbosity=0, leave_out=None):
     """Files named on the command line, with directories replaced by the files in them that have
     one of `suffixes`, hidden ones left out (such as macOS's ._ files): each with its folder
     relative to the directory named (`.` for a file named itself). With `recursive`, the folders
-    within too (links followed, each folder once), but not hidden ones (.thumbnails) nor
-    `leave_out` (the output folder); without, a note says how many were not searched.
+    within too, but not hidden ones (.thumbnails), `leave_out` (the output folder) nor linked
+    ones (a note says how many: a link may lead out of the tree, or back up it); without, a
+    note says how many folders were not searched.
     Returns (files, one-line errors for the folders that could not be read)."""
     files, problems = [], []
-    left_out = leave_out.resolve() if leave_out else None
+    left_out = os.path.realpath(leave_out) if leave_out else None
 
     def unreadable(error):
         problems.append(f"{error.filename}: cannot read ({error.strerror})")
+
+    def note(path, count, what):
+        if count and verbosity >= 0:
+            _say("note", f"{path}: {count} {what[0] if count == 1 else what[1]}")
 
     for path in map(Path, inputs):
         if path == STDIO or not path.is_dir():
             files.append((path, Path()))
             continue
-        walked = set()  # (device, inode) of every folder: a link back up is not walked again
-        for folder, subfolders, names in os.walk(path, onerror=unreadable, followlinks=True):
-            status = os.stat(folder)
-            if (status.st_dev, status.st_ino) in walked:
-                subfolders.clear()
-                continue
-            walked.add((status.st_dev, status.st_ino))
+        linked = 0
+        for folder, subfolders, names in os.walk(path, onerror=unreadable):
+            links = [name for name in subfolders if Path(folder, name).is_symlink()]
+            linked += len(links)
             subfolders[:] = sorted(name for name in subfolders if not name.startswith(".")
-                                   and Path(folder, name).resolve() != left_out)
+                                   and name not in links
+                                   and os.path.realpath(Path(folder, name)) != left_out)
             within = Path(folder).relative_to(path)
             files.extend((Path(folder, name), within) for name in sorted(names)
                          if not name.startswith(".") and Path(name).suffix.lower() in suffixes
                          and Path(folder, name).is_file())
             if not recursive:
-                if subfolders and verbosity >= 0:
-                    _say("note", f"{path}: {len(subfolders)} folder{'s' * (len(subfolders) > 1)}"
-                                 " within not searched (-r searches them)")
+                note(path, len(subfolders), ("folder within not searched (-r searches it)",
+                                             "folders within not searched (-r searches them)"))
                 break
+        note(path, linked, ("linked folder not followed", "linked folders not followed"))
     return files, problems
 
 
 class Plan(NamedTuple):
     """What a command converts: (source, target) pairs, whether they are a batch (a summary and
-    a progress bar), how many files --skip-existing left out, and one-line errors found while
-    planning (folders that could not be read)."""
+    a progress bar), how many files --skip-existing left out, one-line errors found while
+    planning (folders that could not be read), and the folders to make for the outputs (made
+    when the work starts, after every check)."""
 
     pairs: list
     batch: bool
     skipped: int = 0
     problems: tuple = ()
+    folders: tuple = ()
 
 
 def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0,
@@ -108,8 +113,8 @@ def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0,
     One input file: OUTPUT is the file to write (or a directory to write into); without it the
     output goes beside the input. Several inputs or a directory: OUTPUT is a directory, in which
     the folders that `recursive` searched are made again. `-` reads stdin / writes stdout.
-    With `skip_existing`, the files whose output exists are left out. Everything is checked
-    before any folder is made.
+    With `skip_existing`, the files whose output exists are left out. Nothing is made here:
+    the folders for the outputs are made when the work starts (_run), after every check.
     """
     if skip_existing and force:
         raise click.UsageError("give only one of --force and --skip-existing")
@@ -137,13 +142,10 @@ def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0,
         sources[target] = path
         pairs.append((path, target))
     left = [pair for pair in pairs if not (skip_existing and _done(*pair, verbosity))]
-    if into_folder:  # OUTPUT, and in it the folders that --recursive searched
-        for folder in sorted({out} | {target.parent for _, target in left if target != STDIO}):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise click.UsageError(f"cannot create {folder} ({error.strerror})") from None
-    return Plan(left, batch, len(pairs) - len(left), tuple(problems))
+    # OUTPUT, and in it the folders that --recursive searched
+    folders = sorted({out} | {target.parent for _, target in left if target != STDIO}) \
+        if into_folder else []
+    return Plan(left, batch, len(pairs) - len(left), tuple(problems), tuple(folders))
 
 
 def _done(source, target, verbosity):
@@ -158,7 +160,11 @@ def _done(source, target, verbosity):
 
 
 def _read(path):
-    return sys.stdin.buffer.read() if path == STDIO else files.read(path)
+    if path != STDIO:
+        return files.read(path)
+    if sys.stdin is None:  # closed when the command started (`<&-`)
+        raise Failed("stdin is closed")
+    return sys.stdin.buffer.read()
 
 
 def _check_target(source, target, force):
@@ -216,7 +222,12 @@ def _run(plan, work, force, verbosity=0):
     """Apply `work(source, target)` to every pair of the Plan, reporting failures; exit 1 if any
     failed. `work` returns a line saying what it did, shown with --verbose (verbosity 1);
     --quiet (verbosity -1) shows errors only."""
-    pairs, batch, skipped, problems = plan
+    pairs, batch, skipped, problems, folders = plan
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise click.UsageError(f"cannot create {folder} ({error.strerror})") from None
     for problem in problems:
         _say("error", problem)
     failed = 0
@@ -582,7 +593,8 @@ def info(inputs, as_json, recursive):
 @click.argument("original", type=click.Path())
 @click.argument("file", type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
-              help="The picture to write (PNG, or the format of its extension).")
+              help="The picture to write: PNG, or what its extension names (JPEG, WebP, AVIF, "
+                   "TIFF …, as decompress writes).")
 @click.option("--crop", metavar="X,Y,W,H", help="Show only this part of the images (pixels).")
 @_force
 @_max_pixels
@@ -599,6 +611,8 @@ def compare(original, file, output, crop, force, max_pixels):
     """
     from .compare import parse_crop, side_by_side
     from .images import encode_image, read_image
+
+    _output_format(Path(output).suffix)
 
     def work(source, target):
         reference = read_image(_read(Path(original)), max_pixels)

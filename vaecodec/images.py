@@ -91,11 +91,11 @@ def _from_pil(image):
 
 
 def _frames(image):
-    """How many frames an animation (GIF, PNG, WebP, AVIF) or a multi-page TIFF has; 1 for any
-    other image (a camera's MPO, whose frames are previews; a PSD, whose frames are layers), and
-    where counting fails (a damaged later frame, a closed file): the frame at hand is all the
-    codec reads."""
-    if image.format not in ("GIF", "PNG", "WEBP", "AVIF", "TIFF"):
+    """How many frames an animation (GIF, PNG, WebP …) or a multi-page file (TIFF …) has; 1 for
+    a camera's MPO, whose frames are previews, and a PSD, whose frames are layers, and where
+    counting fails (a damaged later frame, a closed file): the frame at hand is all the codec
+    reads."""
+    if image.format in ("MPO", "PSD"):
         return 1
     try:
         return image.n_frames
@@ -163,8 +163,10 @@ def encode_image(image, extension, quality=OUTPUT_QUALITY):
         image = image.convert(image.mode[:-1])
         warnings.warn("JPEG has no alpha channel: alpha dropped", ConversionWarning, stacklevel=2)
     if fmt == "GIF" and image.mode != "L":
-        warnings.warn("GIF holds 256 colours: reduced to a palette", ConversionWarning,
-                      stacklevel=2)
+        losses = [*(["GIF holds 256 colours: reduced to a palette"] if "RGB" in image.mode
+                    else []),
+                  *(["GIF's transparency is all or nothing"] if "A" in image.mode else [])]
+        warnings.warn("; ".join(losses), ConversionWarning, stacklevel=2)
     options = {key: image.info[key] for key in METADATA if image.info.get(key)}
     if fmt in LOSSY_OPTIONS:
         options.update(LOSSY_OPTIONS[fmt], quality=quality)
