@@ -1,7 +1,7 @@
 """vaecodec: a learned image codec (compression VAE with a mean-scale hyperprior).
 
     import vaecodec
-    data = vaecodec.compress(image, quality=75)   # PIL image, H×W×C uint8 array, file bytes or path
+    data = vaecodec.compress(image, quality=75)   # PIL image, H×W×C uint8 array, bytes or path
     image = vaecodec.decompress(data)             # → PIL.Image.Image (data: bytes or a path)
 
 Importing it also registers the `.vae` format with Pillow (`Image.open`, `Image.save`).

@@ -1,7 +1,8 @@
 """Pillow plugin for `.vae` files, registered on `import vaecodec` as Pillow registers its own
 formats: `Image.open("x.vae")` reads the header (size, mode, ICC profile, EXIF, XMP) and decodes
-the pixels only when they are needed; `image.save("x.vae", quality=60)` encodes, and takes the keyword
-arguments of `vaecodec.compress` (target_bpp, target_psnr, max_bytes, strict, strip, effort).
+the pixels only when they are needed; `image.save("x.vae", quality=60)` encodes, and takes the
+keyword arguments of `vaecodec.compress` (target_bpp, target_psnr, max_bytes, strict, strip,
+effort).
 
 Only the container is parsed on open, so this module does not import torch.
 """
@@ -51,7 +52,7 @@ def _save(image, fp, filename):
 
     options = image.encoderinfo
     overrides = {key: options[key] for key in METADATA if key in options}
-    if overrides:  # Pillow's convention: save(…, icc_profile=…, xmp=…) replaces the image's own
+    if overrides:  # Pillow's convention: save(…, xmp=…) replaces the image's own
         image = image.copy()
         image.info.update(overrides)
     fp.write(compress(image, **{key: options[key] for key in _SAVE_OPTIONS if key in options}))

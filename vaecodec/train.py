@@ -25,7 +25,8 @@ from PIL import Image
 
 from . import weights
 from .compute import use_bf16
-from .images import IMAGE_SUFFIXES, encode_image
+from .errors import CodecError
+from .images import IMAGE_SUFFIXES, encode_image, writer
 from .model import VAE
 from .widen import widened
 
@@ -50,23 +51,25 @@ def load_training_images(folder, max_side=512, min_side=128):
     return images
 
 
-# Formats of a training pack: Pillow's name and default quality; written 4:4:4 as
-# images.encode_image writes them (AVIF's speed pinned there: the figures below depend on it). Training photos as `load_training_images` sees them (293 photos, 67 MP):
-# AVIF 4:4:4 at 90 takes 23.5 MB at 41.7 dB (10th percentile of the photos 38.9 dB); JPEG 4:4:4
-# takes 27.6 MB at 90 for 38.0 dB (35.3 dB) and 35.6 MB at 94 for 41.5 dB (38.3 dB). The top λ
-# aim near 40 dB: targets must be cleaner.
-PACK_FORMATS = {"avif": ("AVIF", 90), "jpeg": ("JPEG", 94)}
+# Formats of a training pack and their default quality, written 4:4:4 as images.encode_image
+# writes them (AVIF's speed pinned there: the figures below depend on it). Training photos as
+# `load_training_images` sees them (293 photos, 67 MP): AVIF 4:4:4 at 90 takes 23.5 MB at
+# 41.7 dB (10th percentile of the photos 38.9 dB); JPEG 4:4:4 takes 27.6 MB at 90 for 38.0 dB
+# (35.3 dB) and 35.6 MB at 94 for 41.5 dB (38.3 dB). The top λ aim near 40 dB: targets must be
+# cleaner.
+PACK_FORMATS = {"avif": 90, "jpeg": 94}
 
 
 def pack_training_images(folder, out, fmt="avif", quality=None, min_side=256):
     """Write the training images as `load_training_images` sees them to the new folder `out` in
     a compact format (PACK_FORMATS; quality None: the format's default), for training machines
     that take few megabytes. The folder appears whole or not at all. Returns how many."""
-    name, default_quality = PACK_FORMATS[fmt]
-    Image.init()  # every plugin: AVIF is not among the common ones
-    if name not in Image.SAVE:
-        raise ValueError(f"this Pillow cannot write {name} (built without it); "
-                         "pack as JPEG instead")
+    quality = PACK_FORMATS[fmt] if quality is None else quality
+    try:
+        writer(f".{fmt}")  # the one check of what this Pillow writes
+    except CodecError:
+        raise ValueError(f"this Pillow cannot write {fmt.upper()} (built without it); "
+                         "pack as JPEG instead") from None
     out = Path(out)
     if out.exists():  # packs of another format would mix into it, each photo seen twice
         raise ValueError(f"{out} exists: give a new folder")
@@ -75,8 +78,8 @@ def pack_training_images(folder, out, fmt="avif", quality=None, min_side=256):
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         for i, image in enumerate(images):
-            (tmp / f"{i:04d}.{fmt}").write_bytes(encode_image(
-                Image.fromarray(image), f".{fmt}", default_quality if quality is None else quality))
+            (tmp / f"{i:04d}.{fmt}").write_bytes(encode_image(Image.fromarray(image), f".{fmt}",
+                                                              quality))
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
