@@ -151,8 +151,7 @@ def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0,
 def _done(source, target, verbosity):
     """Whether --skip-existing leaves this file out: its output is a file already (and not the
     input itself, which _check_target refuses)."""
-    if target == STDIO or not target.is_file() or (
-            source != STDIO and target.resolve() == source.resolve()):
+    if target == STDIO or not target.is_file() or _same_file(source, target):
         return False
     if verbosity > 0:
         click.echo(f"{source}: skipped, {target} exists", err=True)
@@ -167,10 +166,15 @@ def _read(path):
     return sys.stdin.buffer.read()
 
 
+def _same_file(source, target):
+    """Whether the output `target` (a file that exists) is the input `source` itself."""
+    return source != STDIO and target.resolve() == source.resolve()
+
+
 def _check_target(source, target, force):
     if target == STDIO:
         return
-    if source != STDIO and target.exists() and target.resolve() == source.resolve():
+    if target.exists() and _same_file(source, target):
         raise Failed("input and output are the same file")
     if target.is_dir():
         raise Failed(f"output {target} is a directory")
