@@ -2,10 +2,12 @@
 
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 
 import vaecodec
+from vaecodec import codec
 from vaecodec.bitstream import MAGIC, MAX_METADATA, OVERHEAD, VERSION, Bitstream
 from vaecodec.errors import CodecError
 
@@ -16,24 +18,24 @@ def with_crc(body):
 
 def test_layout_is_exactly_as_documented():
     stream = Bitstream(model_id=bytes(range(1, 9)), width=3, height=2, mode="RGBA",
-                       quality=75.5, z=b"ab", y=b"cdef", alpha=b"g")
+                       quality=75.5, z=b"abcd", y=b"efgh", alpha=b"i")
     header = bytes.fromhex(
         "5641451a" "04" "0102030405060708" "00000003" "00000002" "03" "1d7e"
-        "00000000" "00000002" "00000004" "00000001")
-    assert stream.to_bytes() == with_crc(header + b"abcdefg")
+        "00000000" "00000004" "00000004" "00000001")
+    assert stream.to_bytes() == with_crc(header + b"abcdefghi")
     assert Bitstream.from_bytes(stream.to_bytes()) == stream
     assert OVERHEAD == len(header) + 4 == 44
 
 
 def test_metadata_layout_is_exactly_as_documented():
-    stream = Bitstream(model_id=bytes(8), width=1, height=1, mode="L", quality=1, z=b"zz",
+    stream = Bitstream(model_id=bytes(8), width=1, height=1, mode="L", quality=1, z=b"zzzz",
                        y=b"yyyy", icc_profile=b"icc", exif=b"MM\0*", xmp=b"<x/>")
     header = bytes.fromhex(
         "5641451a" "04" "0000000000000000" "00000001" "00000001" "00" "0064"
-        "00000023" "00000002" "00000004" "00000000")
+        "00000023" "00000004" "00000004" "00000000")
     metadata = b"ICCP" + bytes.fromhex("00000003") + b"icc" + b"EXIF" + bytes.fromhex("00000004") \
         + b"MM\0*" + bytes.fromhex("584d5020") + bytes.fromhex("00000004") + b"<x/>"
-    assert stream.to_bytes() == with_crc(header + metadata + b"zzyyyy")
+    assert stream.to_bytes() == with_crc(header + metadata + b"zzzzyyyy")
     assert Bitstream.from_bytes(stream.to_bytes()) == stream
     exif_only = Bitstream(**{**vars(stream), "icc_profile": b"", "xmp": b""}).to_bytes()
     assert exif_only[24:28] == bytes.fromhex("0000000c")
@@ -119,6 +121,21 @@ def test_foreign_files_are_named(data, message):
         vaecodec.decompress(data)
 
 
+@pytest.mark.parametrize("data", [10 ** 13, None])
+def test_what_is_not_bytes_is_refused(data):
+    """Not read as a length: bytes(10**13) would try to allocate 10 TB."""
+    with pytest.raises(CodecError, match="expected the bytes of a .vae file"):
+        vaecodec.decompress(data)
+
+
+def test_latent_sections_must_be_whole_words(small_file):
+    """The range coder writes 32-bit words: a section cut inside one is refused with the header
+    checks, before any weights are loaded (so `info` refuses it too)."""
+    stream = Bitstream.from_bytes(small_file)
+    with pytest.raises(CodecError, match="y section of .* not a multiple of 4"):
+        Bitstream.from_bytes(rewrite(small_file, y=stream.y[:-1]))
+
+
 def test_trailing_garbage_is_refused(small_file):
     with pytest.raises(CodecError, match="unexpected bytes"):
         vaecodec.decompress(small_file + b"\0")
@@ -140,6 +157,16 @@ def test_absurd_size_is_refused_before_decoding(small_file):
 def test_thin_image_is_refused_by_its_padded_size(small_file):
     with pytest.raises(CodecError, match="exceeds the limit"):
         vaecodec.decompress(rewrite(small_file, width=2 ** 26, height=1))
+
+
+def test_alpha_and_model_are_checked_before_the_latents_are_decoded(monkeypatch):
+    """A damaged alpha plane or another model's file fails at once, not after the decoding."""
+    rgba = (Path(__file__).parent / "data" / "golden-rgba-q60.vae").read_bytes()
+    monkeypatch.setattr(codec, "decoded_latents", lambda *args: pytest.fail("latents decoded"))
+    with pytest.raises(CodecError, match="alpha section is corrupt"):
+        vaecodec.decompress(rewrite(rgba, alpha=b"not zlib"))
+    with pytest.raises(CodecError, match="made with model"):
+        vaecodec.decompress(rewrite(rgba, model_id=bytes(8)))
 
 
 def test_wrong_model_is_refused(small_file):

@@ -22,6 +22,30 @@ def test_tables_are_normalized(loaded):
             assert abs(pmf.sum() - 1) < 1e-6 and (pmf > 0).all()
 
 
+def test_frequencies_follow_format_md():
+    """FORMAT.md's worked example: every symbol 1, the other 2^24 − 3 shared by the pmf."""
+    assert list(entropy.frequencies(np.array([0.5, 0.25, 0.25]))) == [8388607, 4194304, 4194305]
+
+
+@pytest.mark.parametrize("name", ["vaecodec.pt", "candidate.pt"])
+def test_frequencies_are_those_files_were_coded_with(name):
+    """Every table of the weights codes as constriction's own quantization of it (which every
+    file so far was coded with) did: a message holding each symbol gives the same words."""
+    path = weights.default_path().with_name(name)
+    if not path.exists():
+        pytest.skip(f"no {name}")
+    loaded = weights.Codec(path)
+    for tables in (loaded.y_tables, loaded.z_tables):
+        for pmf, model in zip(tables.pmfs, tables.models()):
+            message = np.concatenate([np.arange(len(pmf)), np.arange(len(pmf))[::-3]])
+            words = []
+            for each in (model, constriction.stream.model.Categorical(pmf, perfect=False)):
+                coder = constriction.stream.queue.RangeEncoder()
+                coder.encode(message.astype(np.int32), each)
+                words.append(coder.get_compressed())
+            assert np.array_equal(*words)
+
+
 class _StepAndLogistic:
     """A factorized prior whose channel 0 has collapsed onto the value 0 (as training leaves
     unused channels of z) and whose channel 1 is a logistic of scale 2."""

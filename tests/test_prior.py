@@ -2,6 +2,7 @@
 and decoder pick the same tables everywhere; and it stays close to the trained float model."""
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,12 @@ def nearest_scale(raw):
     """Index of the entry of SCALES nearest (in log space) to SCALE_MIN + softplus(raw)."""
     sigma = SCALE_MIN + np.logaddexp(0, raw)
     return int(np.argmin(np.abs(np.log(entropy.SCALES) - np.log(sigma))))
+
+
+def test_format_md_lists_the_thresholds():
+    text = (Path(__file__).resolve().parents[1] / "FORMAT.md").read_text()
+    listed = text.split("(`prior.SCALE_THRESHOLDS`):")[1].split("They are where")[0]
+    assert tuple(int(value) for value in listed.replace(",", " ").split()) == SCALE_THRESHOLDS
 
 
 def test_thresholds_select_the_nearest_scale():
@@ -178,19 +185,36 @@ def test_close_to_the_float_model(loaded, latent):
     assert np.abs(table.ravel() - nearest).max() <= 1 and differs.mean() < 0.005
 
 
+def absurd_latents(model):
+    """Hostile z and ŷ, far beyond anything an encoder makes: every clamp engages."""
+    rng = np.random.default_rng(1)
+    z = rng.integers(-1 << 40, 1 << 40, size=(1, model.n, 2, 3))
+    y_hat = torch.from_numpy(rng.integers(-1 << 40, 1 << 40, size=(1, model.m, 8, 12)))
+    return z, y_hat.double()
+
+
 def test_absurd_latents_stay_exact(loaded):
     """The clamps keep every sum below 2^53 even for hostile values of z and of the decoded
     anchors, so the results still do not depend on the summation order (without them this
     fails)."""
-    rng = np.random.default_rng(1)
-    z = rng.integers(-1 << 40, 1 << 40, size=(1, loaded.model.n, 2, 3))
-    y_hat = torch.from_numpy(rng.integers(-1 << 40, 1 << 40, size=(1, loaded.model.m, 8, 12)))
-    mean, table = prior_of(loaded.prior, z, y_hat.double())
+    z, y_hat = absurd_latents(loaded.model)
+    mean, table = prior_of(loaded.prior, z, y_hat)
     model, z_permuted = permuted(loaded.model, z)
-    mean_permuted, table_permuted = prior_of(ExactPrior(model), z_permuted, y_hat.double())
+    mean_permuted, table_permuted = prior_of(ExactPrior(model), z_permuted, y_hat)
     assert torch.equal(mean, mean_permuted) and np.array_equal(table, table_permuted)
     assert torch.isfinite(mean).all()
     assert table.min() >= 0 and table.max() < len(entropy.SCALES)
+
+
+def test_absurd_latents_are_clamped_as_format_md_says(loaded, grouped):
+    """A decoder written from FORMAT.md clamps hostile inputs to the same values: the limit's
+    bias term, its 2^52 and a transposed convolution's taps all count (each breaks this)."""
+    for model in (loaded.model, grouped[0]):
+        z, y_hat = absurd_latents(model)
+        mean, table = prior_of(ExactPrior(model), z, y_hat)
+        reference_mean, reference_table = reference_prior(model, z, y_hat)
+        assert np.array_equal(mean[0].numpy(), reference_mean)
+        assert np.array_equal(table[0], reference_table)
 
 
 def reference_network(layers, x, unit):

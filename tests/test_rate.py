@@ -69,6 +69,17 @@ def test_nonsense_targets_are_refused(value):
         rate.Target("bpp", value)
 
 
+@pytest.mark.parametrize("given, message", [
+    ({"quality": True}, "quality must be a number"), ({"quality": "50"}, "quality must be"),
+    ({"target_bpp": "0.5"}, "a bpp target must be a number"),
+    ({"max_bytes": True}, "a byte budget must be a number"),
+])
+def test_what_is_not_a_number_is_refused(given, message):
+    """True is not quality 1, nor "50" quality 50: both are refused like other nonsense."""
+    with pytest.raises(vaecodec.CodecError, match=message):
+        vaecodec.compress(np.zeros((8, 8, 3), np.uint8), **given)
+
+
 @pytest.fixture(scope="module")
 def kodak():
     """A quarter of the Kodak crop (192×128): small enough for a quick search."""

@@ -8,13 +8,15 @@ the pixel and metadata limits, section lengths against the file length, and the 
 import struct
 import zlib
 from dataclasses import dataclass
+from numbers import Real
 
 from .errors import CodecError
 
 MAGIC = b"VAE\x1a"
 VERSION = 4  # 4: metadata section; 3: checkerboard context; 2: integer prior; 1: float64 prior
 # The release that reads each older version.
-READERS = {1: "vaecodec 0.1", 2: "vaecodec 0.2", 3: "vaecodec 0.4"}
+READERS = {1: "vaecodec 0.1", 2: "vaecodec 0.2",
+           3: "vaecodec 0.4 (or 0.3, for a file that 0.3 made: its weights differ)"}
 MODES = ("L", "LA", "RGB", "RGBA")
 MAX_PIXELS = 2 ** 26  # default limit on the padded width × height (67 MP), checked up front
 MAX_METADATA = 2 ** 24  # default limit on the metadata section (16 MiB), checked up front
@@ -67,7 +69,11 @@ class Bitstream:
 
     @classmethod
     def from_bytes(cls, data, max_pixels=MAX_PIXELS, max_metadata=MAX_METADATA):
-        data = bytes(data)
+        try:  # any buffer (bytes, bytearray, memoryview); bytes(10**13) would allocate 10 TB
+            data = bytes(memoryview(data))
+        except TypeError:
+            raise CodecError(f"expected the bytes of a .vae file, not {type(data).__name__}") \
+                from None
         if data[:4] != MAGIC[:len(data)] or not data:
             raise CodecError("not a vaecodec file (bad magic bytes)")
         if len(data) < OVERHEAD:
@@ -95,6 +101,9 @@ class Bitstream:
             raise CodecError(f"quality {quality / 100} outside 1..100")
         if alpha_len and "A" not in MODES[mode]:
             raise CodecError(f"alpha section in a {MODES[mode]} image")
+        for name, length in (("z", z_len), ("y", y_len)):
+            if length % 4:  # the range coder writes 32-bit words
+                raise CodecError(f"{name} section of {length} bytes: not a multiple of 4")
         z_start = _HEADER.size + metadata_len
         y_start = z_start + z_len
         alpha_start = y_start + y_len
@@ -142,8 +151,15 @@ def check_metadata(length, max_metadata=MAX_METADATA):
                          f"{max_metadata} bytes")
 
 
+def is_number(value):
+    """A real number, but not a bool (True is not quality 1) nor a string ("50")."""
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
 def quality_code(quality):
     """Quality as stored: hundredths, 100..10000."""
+    if not is_number(quality):
+        raise CodecError(f"quality must be a number from 1 to 100, not {quality!r}")
     if not 1 <= float(quality) <= 100:  # NaN fails too
         raise CodecError(f"quality must be between 1 and 100, got {quality}")
     return round(float(quality) * 100)

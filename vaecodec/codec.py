@@ -167,9 +167,10 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     latents for this image (refine.py: smaller files at the same quality, 10·effort gradient
     steps; 0, the default: the analysis transform's latents as they are). The transforms run
     on `device` ('auto': CUDA when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner
-    layers on a CPU that does bf16 natively, 'bf16', 'fp32'), and so does the prior, exactly:
-    at effort 0 the same file on any device (the refinement's float steps vary with the
-    machine, device and threads).
+    layers on a CPU that does bf16 natively, 'bf16', 'fp32'), and so does the prior, exactly,
+    so that any decoder reads the file to the same latents. The file itself is the same again
+    with the same device and precision path (and at an effort, the same machine and threads):
+    the analysis is float arithmetic, which may round a few latents the other way elsewhere.
     """
     targets = [rate.Target(kind, value) for kind, value in
                (("bpp", target_bpp), ("psnr", target_psnr), ("bytes", max_bytes))
@@ -241,20 +242,27 @@ def decompress(data, weights_path=None, max_pixels=MAX_PIXELS, max_metadata=MAX_
 
 
 def decode(stream, weights_path=None, device="auto", precision="auto"):
-    """`decompress` of a parsed and checked `Bitstream`."""
+    """`decompress` of a parsed and checked `Bitstream`. What is cheap to check (the model, the
+    alpha plane) is checked before the latents are decoded."""
     codec = weights.load(weights_path)
-    transforms = compute.transforms(codec.model, device, precision)
     if stream.model_id != codec.model_id:
         raise CodecError(f"made with model {stream.model_id.hex()}, but the loaded weights are "
                          f"{codec.model_id.hex()}; decode with the vaecodec version that made it")
+    alpha = _decode_alpha(stream) if "A" in stream.mode else None
+    transforms = compute.transforms(codec.model, device, precision)
+    y_hat = decoded_latents(codec, stream, transforms.device)
+    rgb = pixels(codec, y_hat, stream.quality, stream.width, stream.height, transforms)
+    return images.join_channels(rgb, alpha, stream.mode, stream.metadata())
+
+
+def decoded_latents(codec, stream, device=torch.device("cpu")):
+    """The latents a file holds: ŷ, one float64 tensor per channel group (as `residual_passes`
+    gives them), the prior run on `device`. The same on every machine."""
     z_shape = (1, codec.model.n, -(-stream.height // Z_CELL), -(-stream.width // Z_CELL))
     z = entropy.decode(stream.z, z_channel_tables(z_shape), codec.z_tables)
     y_coder = entropy.Decoder(stream.y, codec.y_tables)
-    y_hat, _ = residual_passes(codec, z, lambda group, where, mean, table: y_coder.decode(
-        table[where]), transforms.device)
-    rgb = pixels(codec, y_hat, stream.quality, stream.width, stream.height, transforms)
-    alpha = _decode_alpha(stream) if "A" in stream.mode else None
-    return images.join_channels(rgb, alpha, stream.mode, stream.metadata())
+    return residual_passes(codec, z, lambda group, where, mean, table: y_coder.decode(
+        table[where]), device)[0]
 
 
 def _file_bytes(path):

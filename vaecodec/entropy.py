@@ -3,7 +3,8 @@
 Every symbol is coded against one of a set of tabulated probability tables (`Tables`): y against
 zero-mean quantized Gaussians, one table per entry of a fixed log-spaced scale table; z against
 the learned factorized prior, one table per channel. The tables are computed once at export and
-stored with the weights, so encoder and decoder use bit-identical models on every machine.
+stored with the weights, and turned into the coder's integer frequencies by a fixed rule
+(`frequencies`), so encoder and decoder use bit-identical models on every machine.
 
 The first and last symbol of every table are escapes carrying the tail mass: a value at or beyond
 an end is coded as that end plus its distance from it, so any value less than ESCAPE_RANGE beyond
@@ -20,6 +21,7 @@ from .errors import CodecError
 from .model import SCALE_MIN
 
 SCALES = np.exp(np.linspace(np.log(SCALE_MIN), np.log(256.0), 64))  # scale table for y
+PRECISION = 24  # bits of the coder's frequencies (constriction's default range coder)
 ESCAPE_RANGE = 1 << 16  # how far beyond a table's ends a value can be coded
 TAIL_MASS = 1e-9  # probability left outside a table's support (then held by its end symbols)
 
@@ -41,9 +43,12 @@ class Tables:
         self.last_symbol = np.array([len(p) - 1 for p in self.pmfs], dtype=np.int32)
 
     def models(self):
+        """constriction's models of the tables, with exactly the frequencies of `frequencies`:
+        given integers that add up to 2^PRECISION − n, its quantization (which first gives
+        every symbol 1) adds the 1 back and changes nothing else."""
         if self._models is None:
-            self._models = [constriction.stream.model.Categorical(p, perfect=False)
-                            for p in self.pmfs]
+            self._models = [constriction.stream.model.Categorical(
+                (frequencies(p) - 1).astype(np.float64), perfect=False) for p in self.pmfs]
         return self._models
 
     def to_state(self):
@@ -56,6 +61,20 @@ class Tables:
         bounds = np.cumsum(state["lengths"].numpy())[:-1]
         return cls(state["lows"].numpy(),
                    np.split(state["pmf"].numpy().astype(np.float64), bounds))
+
+
+def frequencies(pmf):
+    """A table's integer frequencies out of 2^PRECISION, as FORMAT.md fixes them: every symbol
+    gets 1, and the other 2^PRECISION − n are shared out by the pmf, cumulated left to right in
+    float64 and truncated. This is how constriction's `Categorical(pmf, perfect=False)`
+    quantizes a table (what every file so far was coded with), written out so that the format
+    does not rest on a library's internals."""
+    n = len(pmf)
+    cumulative = np.cumsum(pmf)  # left to right, as the format says
+    scale = (2 ** PRECISION - n) / cumulative[-1]
+    starts = np.floor(np.concatenate([[0.0], cumulative[:-1]]) * scale).astype(np.int64)
+    starts += np.arange(n)
+    return np.diff(np.append(starts, 2 ** PRECISION))
 
 
 def _with_tails(cdf_lower, cdf_upper):

@@ -10,9 +10,10 @@ model (model.context_passes) with every network swapped for its exact version:
 - weights are rounded to multiples of 2^-WEIGHT_BITS and activations to multiples of
   2^-ACTIVATION_BITS, so every convolution multiplies and adds integers;
 - each layer clamps its input so that the sum of the absolute values of all its terms stays
-  below 2^52: float64 then computes every convolution exactly, in any order, with any library,
-  on a CPU or a GPU, and the rounding that follows is exact too (cuDNN is kept out: its FFT and
-  Winograd algorithms do not add up the products themselves);
+  below 2^52: float64 then computes every convolution exactly, in any order, on a CPU or a GPU,
+  and the rounding that follows is exact too. Each convolution is a product of integer matrices
+  (its input unfolded), never a library's choice of algorithm: cuDNN's FFT and Winograd ones,
+  for one, do not add up the products themselves;
 - rescaling by powers of two, rounding and comparing are exact or correctly rounded (IEEE 754);
 - no exp or log: the table of each element comes from comparing its raw scale output with
   the integer SCALE_THRESHOLDS, not from computing σ.
@@ -22,7 +23,6 @@ context reads.
 """
 
 import copy
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -62,9 +62,11 @@ SCALE_THRESHOLDS = (  # 63 thresholds: table indices 0..63 fit a byte
 
 
 class _IntegerConv:
-    """One convolution of the hyper-synthesis with integer weights and bias."""
+    """One convolution of a prior network, with integer weights and bias."""
 
     def __init__(self, layer, input_bits, device):
+        if layer.dilation != (1, 1) or layer.groups != 1:
+            raise TypeError("the prior's convolutions have no dilation and no groups (FORMAT.md)")
         self.layer = layer
         self.input_bits = input_bits
         weight = torch.round(layer.weight.detach().double() * 2.0 ** WEIGHT_BITS)
@@ -75,6 +77,10 @@ class _IntegerConv:
         l1 = weight.abs().sum(dim=tuple(d for d in range(4) if d != out_dim)).max().item()
         self.input_limit = np.floor((EXACT_LIMIT - 1 - bias.abs().max().item()) / max(l1, 1))
         self.weight, self.bias = weight.to(device), bias.to(device)
+        # The weights as one matrix: [out, in·k·k] over unfolded inputs, or for a transposed
+        # convolution [out·k·k, in], whose products `fold` then adds into place.
+        matrix = weight.flatten(1)
+        self.matrix = (matrix.T if out_dim else matrix).contiguous().to(device)
 
     def __call__(self, x):
         """Integer activations with `input_bits` fraction bits → ACTIVATION_BITS fraction bits."""
@@ -83,13 +89,23 @@ class _IntegerConv:
         return total.mul_(shift).add_(0.5).floor_()
 
     def sums(self, x):
-        """The convolution's integer sums. The bias is one more integer term of every sum: added
-        inside the convolution, exactly."""
+        """The convolution's integer sums, as a product of integer matrices (and `fold`, which
+        adds a transposed convolution's overlapping products), on any device: no library
+        picks the algorithm (see the top of this file). The bias is one more integer term."""
         layer = self.layer
+        kernel, stride, padding = layer.kernel_size, layer.stride, layer.padding
+        height, width = x.shape[2:]
         if isinstance(layer, nn.ConvTranspose2d):
-            return F.conv_transpose2d(x, self.weight, self.bias, layer.stride, layer.padding,
-                                      layer.output_padding)
-        return F.conv2d(x, self.weight, self.bias, layer.stride, layer.padding)
+            size = [(n - 1) * s - 2 * p + k + extra for n, s, p, k, extra in zip(
+                (height, width), stride, padding, kernel, layer.output_padding)]
+            total = F.fold(torch.matmul(self.matrix, x.flatten(2)), size, kernel,
+                           padding=padding, stride=stride)
+        else:
+            size = [(n + 2 * p - k) // s + 1 for n, s, p, k in zip(
+                (height, width), stride, padding, kernel)]
+            total = torch.matmul(self.matrix, F.unfold(x, kernel, padding=padding, stride=stride))
+            total = total.view(len(x), -1, *size)
+        return total.add_(self.bias[:, None, None])
 
 
 def _non_anchors(x):
@@ -223,14 +239,6 @@ class _ExactNetworks:
             (params, anchor_hat), out=params)
 
 
-@contextmanager
-def _exactly():
-    """Where the exact networks run: without autograd, without cuDNN (see the top of this
-    file)."""
-    with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
-        yield
-
-
 def _group_major(model):
     """The hyper-synthesis with its output channels in the order the passes read them: each
     channel group's means, then its raw scales (the model gives all means, then all raw scales).
@@ -264,7 +272,7 @@ class ExactPrior:
         the passes free each once its group is coded."""
         z = torch.from_numpy(np.asarray(z, dtype=np.float64)).to(self.device)
         sizes = [2 * size for size in self.groups]
-        with _exactly():
+        with torch.no_grad():
             side = tiles.tile_side(z.shape[2] * Z_CELL, z.shape[3] * Z_CELL)
             return list(tiles.by_tiles(lambda tile: self._hyper(tile).split(sizes, dim=1), z, 1,
                                        Z_CELL // Y_CELL, Z_CELL, tile_pixels=side,
@@ -281,7 +289,7 @@ class ExactPrior:
             y_hat = decide(k, params, anchors_only).to(self.device)
             return y_hat.mul_(2.0 ** ACTIVATION_BITS)
 
-        with _exactly():
+        with torch.no_grad():
             y_hat, priors = context_passes(self._networks, self.groups, hyper, decide_in_units,
                                            keep)
         return [block.mul_(2.0 ** -ACTIVATION_BITS) for block in y_hat], priors  # exact

@@ -14,7 +14,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
-from .bitstream import quality_code
+from .bitstream import is_number, quality_code
 from .errors import CodecError, TargetWarning
 
 LOWEST, HIGHEST = quality_code(1), quality_code(100)
@@ -33,6 +33,9 @@ class Target:
     value: float
 
     def __post_init__(self):
+        if not is_number(self.value):
+            name = {"bpp": "a bpp target", "psnr": "a PSNR target", "bytes": "a byte budget"}
+            raise CodecError(f"{name[self.kind]} must be a number, not {self.value!r}")
         if not self.value > 0 or self.value == float("inf"):  # NaN fails too
             raise CodecError(f"{self} must be a positive number")
 

@@ -1,10 +1,11 @@
 """Convolutional transforms applied tile by tile, so that memory stays bounded on large images.
 
 A tile is computed with a margin of context around it and only its interior is kept. Every
-transform of the model reaches about 2 cells of its own grid (y for analysis, synthesis and the
-checkerboard context, z for the hyper transforms), so with a margin at least that wide (MARGIN,
-or a network's exact reach: prior.py's margins) the stitched result is the whole-image result:
-exactly so for the integer prior, whose tables must not depend on tiling.
+network of the prior reaches at most 3 cells of its own grid (the channel context's three 3×3
+convolutions, on y; the hyper transforms on z reach fewer), so with a margin at least that wide
+(MARGIN, or a network's exact reach: prior.py's margins) the stitched result is the whole-image
+result: exactly so for the integer prior, whose tables must not depend on tiling. The analysis
+and synthesis reach further, but fade: their tiles' margins keep pixels within a level.
 """
 
 from .allocator import release_freed_memory
