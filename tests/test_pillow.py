@@ -94,11 +94,23 @@ def test_open_reads_only_the_header(tmp_path, photo):
 
 
 def test_pixels_are_decoded_even_when_the_file_is_larger_than_them(tmp_path):
-    """A 1×1 L image with an ICC profile: Pillow must not memory-map the file as raw pixels."""
-    Image.new("L", (1, 1), 200).save(tmp_path / "dot.vae", icc_profile=ICC)
+    """A 1×1 L image with an XMP packet: Pillow must not memory-map the file as raw pixels."""
+    Image.new("L", (1, 1), 200).save(tmp_path / "dot.vae", xmp=XMP)
     with Image.open(tmp_path / "dot.vae") as image:
         assert image.getpixel((0, 0)) == vaecodec.decompress(
             (tmp_path / "dot.vae").read_bytes()).getpixel((0, 0))
+
+
+def test_load_closes_the_file_pillow_opened(tmp_path, photo):
+    """As Pillow's own loaders do: a program that keeps many loaded images keeps no files open."""
+    photo.save(tmp_path / "x.vae", quality=20)
+    image = Image.open(tmp_path / "x.vae")
+    opened = image.fp
+    image.load()
+    assert image.fp is None and opened.closed
+    with open(tmp_path / "x.vae", "rb") as given:  # the caller's file: the caller closes it
+        Image.open(given).load()
+        assert not given.closed
 
 
 def test_damaged_file_fails_on_open(photo):
@@ -159,6 +171,16 @@ def test_jpeg_and_avif_outputs_keep_colour_at_full_resolution():
     for extension in (".jpg", ".avif"):
         written = Image.open(io.BytesIO(encode_image(Image.fromarray(stripes), extension)))
         assert np.abs(np.asarray(written.convert("RGB"), int) - stripes).mean() < 5  # 4:2:0: 89
+
+
+def test_save_takes_exif_as_pillows_savers_do():
+    """An Image.Exif, as JPEG, PNG and WebP take it, or its bytes."""
+    exif = Image.Exif()
+    exif[0x010F] = "Maker"
+    for given in (exif, exif.tobytes()):
+        out = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(out, "VAE", exif=given)
+        assert b"Exif\0\0" + Bitstream.from_bytes(out.getvalue()).exif == exif.tobytes()
 
 
 def test_xmp_as_text_is_refused():

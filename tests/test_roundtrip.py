@@ -82,15 +82,13 @@ def test_paths_are_accepted(photo, tmp_path):
         vaecodec.decompress(tmp_path)
 
 
-@pytest.mark.parametrize("convert", [
-    lambda im: im.convert("P"),
-    lambda im: im.convert("CMYK"),
-    lambda im: im.convert("I;16"),
-])
-def test_other_modes_become_rgb_with_a_note(photo, convert):
-    with pytest.warns(UserWarning, match="converted"):
-        data = vaecodec.compress(convert(photo))
-    assert Bitstream.from_bytes(data).mode == "RGB"
+@pytest.mark.parametrize("mode,stored", [("P", "RGB"), ("CMYK", "RGB"), ("I;16", "L"),
+                                         ("1", "L")])
+def test_other_modes_are_converted_with_a_note(photo, mode, stored):
+    """Colour to RGB, grey to L."""
+    with pytest.warns(UserWarning, match=f"converted {mode} image to {stored}"):
+        data = vaecodec.compress(photo.convert(mode))
+    assert Bitstream.from_bytes(data).mode == stored
 
 
 @pytest.mark.parametrize("mode,expected", [("L", "LA"), ("RGB", "RGBA")])

@@ -12,7 +12,10 @@ from .errors import CodecError, ConversionWarning
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".ppm",
                   ".pgm", ".gif")  # what folders are scanned for
-_ARRAY_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+STORED_MODES = ("L", "LA", "RGB", "RGBA")  # the modes the codec stores
+_ARRAY_MODES = dict(enumerate(STORED_MODES, start=1))  # by an array's number of channels
+# The colour space (bytes 16:20 of its header) of an ICC profile that fits each stored mode.
+_PROFILE_SPACES = {"L": b"GRAY", "LA": b"GRAY", "RGB": b"RGB ", "RGBA": b"RGB "}
 EXIF_PREFIX = b"Exif\x00\x00"  # what Pillow keeps before the EXIF in `info` (JPEG's APP1 header)
 # What a JPEG's XMP segment holds: an APP1 of at most 65 535 bytes, less its length and
 # "http://ns.adobe.com/xap/1.0/\0" (larger packets go in "extended XMP", which Pillow neither
@@ -24,8 +27,13 @@ JPEG_MAX_XMP = 65504
 LOSSY_OPTIONS = {"JPEG": {"subsampling": 0}, "WEBP": {}, "AVIF": {"subsampling": "4:4:4",
                                                                   "speed": 6}}
 # What decoded images are written as: raster formats that hold them as they are (GIF in a palette,
-# with a note), not documents (PDF, EPS), icons that resize them, nor .vae again.
-WRITTEN = ("PNG", "JPEG", "WEBP", "AVIF", "TIFF", "BMP", "PPM", "JPEG2000", "TGA", "QOI", "GIF")
+# with a note), not documents (PDF, EPS), icons that resize them, nor .vae again; and the stored
+# modes each holds as written here (Pillow's BMP keeps no alpha, nor its GIF a grey image's; WebP,
+# AVIF at 4:4:4 and QOI keep no grey).
+WRITTEN = {"PNG": STORED_MODES, "JPEG": ("L", "RGB"), "WEBP": ("RGB", "RGBA"),
+           "AVIF": ("RGB", "RGBA"), "TIFF": STORED_MODES, "BMP": ("L", "RGB"),
+           "PPM": ("L", "RGB"), "JPEG2000": STORED_MODES, "TGA": STORED_MODES,
+           "QOI": ("RGB", "RGBA"), "GIF": ("L", "RGB", "RGBA")}
 # Their default quality. On Kodak decodes at quality 75 (34.40 dB), Pillow's defaults took 1.94 dB
 # off as JPEG, 1.44 as WebP, 0.81 as AVIF; these settings 0.64, 0.66 and 0.31
 # (benchmarks/output_fidelity.py).
@@ -36,8 +44,9 @@ def split_channels(image, max_pixels=MAX_PIXELS):
     """PIL image or H×W[×C] uint8 array → (rgb H×W×3 uint8, alpha H×W uint8 or None, mode,
     metadata: the ICC profile, EXIF and XMP as keyword arguments of `Bitstream`).
 
-    Modes other than L, LA, RGB and RGBA are converted (palette, 16-bit, CMYK … → RGB, or RGBA
-    where they carry transparency) with a warning, since the codec stores only those four.
+    Modes other than L, LA, RGB and RGBA are converted (1-bit, 16-bit … grey → L, palette, CMYK
+    … → RGB, or LA/RGBA where they carry transparency) with a warning, since the codec stores only
+    those four; so is an ICC profile that no longer fits the pixels (converted or dropped).
     """
     metadata = {}
     if isinstance(image, Image.Image):
@@ -63,6 +72,7 @@ def split_channels(image, max_pixels=MAX_PIXELS):
 def _from_pil(image):
     if not isinstance(image.info.get("xmp", b""), bytes):  # Pillow's own code expects bytes
         raise CodecError("XMP must be bytes (a UTF-8 packet), as Pillow reads it")
+    _loaded(image)
     frames = _frames(image)
     if frames > 1:
         which = "the first" if image.tell() == 0 else f"frame {image.tell() + 1}"
@@ -72,22 +82,75 @@ def _from_pil(image):
     metadata = {"icc_profile": image.info.get("icc_profile") or b"",
                 "exif": exif[len(EXIF_PREFIX):] if exif.startswith(EXIF_PREFIX) else exif,
                 "xmp": image.info.get("xmp") or b""}
-    mode = image.mode
-    if mode in ("L", "LA", "RGB", "RGBA") and "transparency" not in image.info:
-        return np.asarray(image), mode, metadata
-    try:
-        if mode.startswith("I;16") or mode == "I":
-            wide = np.asarray(image.convert("I")).astype(np.float64)
-            target = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)
-            image = Image.fromarray(target, "L").convert("RGB")
-        elif "transparency" in image.info or mode in ("PA", "La"):
-            image = image.convert("LA" if mode in ("L", "La") else "RGBA")
-        else:
-            image = image.convert("RGB")
-    except Exception as error:
-        raise CodecError(f"cannot convert a {mode} image ({error})") from None
-    warnings.warn(f"converted {mode} image to {image.mode}", ConversionWarning, stacklevel=3)
+    image, metadata["icc_profile"] = _stored(image, metadata["icc_profile"])
     return np.asarray(image), image.mode, metadata
+
+
+def _stored(image, profile):
+    """`image` in a mode the codec stores, and its ICC profile where that still fits the pixels,
+    with a note for each change."""
+    srgb = _srgb(image, profile)
+    if srgb is not None:
+        warnings.warn("converted CMYK image to RGB (sRGB, through its ICC profile)",
+                      ConversionWarning, stacklevel=4)
+        return srgb, b""  # sRGB: what an image without a profile is taken to be
+    if image.mode in STORED_MODES and "transparency" not in image.info:
+        return image, _fitting_profile(profile, image.mode)
+    converted = _converted(image)
+    warnings.warn(f"converted {image.mode} image to {converted.mode}", ConversionWarning,
+                  stacklevel=4)
+    return converted, _fitting_profile(profile, converted.mode)
+
+
+def _srgb(image, profile):
+    """A CMYK image converted to sRGB through its CMYK ICC profile, as colour-managed viewers show
+    it (Pillow's own conversion ignores the profile); None for other images, and where littlecms
+    cannot use the profile."""
+    if image.mode != "CMYK" or profile[16:20] != b"CMYK":
+        return None
+    from PIL import ImageCms  # littlecms: loaded for the images that need it
+
+    try:
+        return ImageCms.profileToProfile(image, io.BytesIO(profile),
+                                         ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except ImageCms.PyCMSError:
+        return None
+
+
+def _converted(image):
+    """`image` in the stored mode nearest its own: grey (1-bit, 16-bit, float) as L, colour
+    (palette, CMYK …) as RGB, either with alpha (LA, RGBA) where it carries transparency."""
+    colour = "L" if image.mode in ("1", "L", "LA", "La", "F") else "RGB"
+    alpha = "transparency" in image.info or image.getbands()[-1] in ("A", "a")
+    try:
+        if image.mode.startswith("I"):  # 16-bit (I;16 …) or 32-bit integers
+            return _eight_bit(image)
+        return image.convert(colour + ("A" if alpha else ""))
+    except Exception as error:
+        raise CodecError(f"cannot convert a {image.mode} image ({error})") from None
+
+
+def _eight_bit(image):
+    """A 16-bit grey image as L, scaled (Pillow's conversion clips at 255), and LA where a PNG
+    transparency key (tRNS) marks the pixels of one value as transparent."""
+    wide = np.asarray(image.convert("I"))
+    grey = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")
+    key = image.info.get("transparency")
+    if isinstance(key, int):
+        grey.putalpha(Image.fromarray(np.where(wide == key, 0, 255).astype(np.uint8), "L"))
+    return grey
+
+
+def _fitting_profile(profile, mode):
+    """`profile` where it describes the colour space of an image in `mode`, else b"" with a note:
+    colour-managed viewers fail on a profile for other pixels, or show wrong colours."""
+    space = profile[16:20]
+    if not profile or space == _PROFILE_SPACES[mode]:
+        return profile
+    name = space.strip().decode() if space.strip().isalnum() else "unreadable"
+    warnings.warn(f"ICC profile dropped: its colour space ({name}) does not fit an {mode} image",
+                  ConversionWarning, stacklevel=5)
+    return b""
 
 
 def _frames(image):
@@ -125,22 +188,37 @@ def pillow_info(metadata):
 
 def read_image(data, max_pixels=MAX_PIXELS):
     """Decode image file bytes with Pillow, fully, so that truncated files fail here; the size is
-    checked against `max_pixels` from the header, before the pixels are allocated."""
-    pillow_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # ours, checked below from the header, replaces Pillow's
+    checked against `max_pixels` from the header, before the pixels are allocated. Pillow's own
+    limit (Image.MAX_IMAGE_PIXELS, the process's) still applies: it is not ours to lift."""
     try:
         image = Image.open(io.BytesIO(data))
-        check_size(*image.size, max_pixels)
-        image.load()
-        return image
-    except CodecError:
-        raise
     except Image.UnidentifiedImageError:  # Pillow's message names an in-memory buffer
         raise CodecError("not a readable image (unknown format)") from None
+    except Image.DecompressionBombError:
+        raise CodecError(_over_pillows_limit(max_pixels)) from None
     except Exception as error:
         raise CodecError(f"not a readable image ({error})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillow_limit
+    check_size(*image.size, max_pixels)
+    return _loaded(image)
+
+
+def _over_pillows_limit(max_pixels):
+    """Why an image that Pillow refuses (over twice Image.MAX_IMAGE_PIXELS) is not read: it is over
+    `max_pixels` too, or over Pillow's limit alone."""
+    pillows = 2 * Image.MAX_IMAGE_PIXELS
+    if max_pixels < pillows:
+        return f"image exceeds the limit of {max_pixels} pixels"
+    return f"image exceeds Pillow's limit of {pillows} pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+
+
+def _loaded(image):
+    """`image` with its pixels read: Pillow reads a file's lazily, so a truncated or damaged one
+    fails here, as a CodecError."""
+    try:
+        image.load()
+    except Exception as error:
+        raise CodecError(f"not a readable image ({error})") from None
+    return image
 
 
 def writer(extension):
@@ -159,14 +237,12 @@ def encode_image(image, extension, quality=OUTPUT_QUALITY):
     """Encode a PIL image for a file with this extension (e.g. '.png'; PNG when empty), JPEG,
     WebP and AVIF at `quality`."""
     fmt = writer(extension)
-    if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
-        image = image.convert(image.mode[:-1])
-        warnings.warn("JPEG has no alpha channel: alpha dropped", ConversionWarning, stacklevel=2)
     if fmt == "GIF" and image.mode != "L":
         losses = [*(["GIF holds 256 colours: reduced to a palette"] if "RGB" in image.mode
                     else []),
                   *(["GIF's transparency is all or nothing"] if "A" in image.mode else [])]
         warnings.warn("; ".join(losses), ConversionWarning, stacklevel=2)
+    image = _writable(image, fmt)
     options = {key: image.info[key] for key in METADATA if image.info.get(key)}
     if fmt in LOSSY_OPTIONS:
         options.update(LOSSY_OPTIONS[fmt], quality=quality)
@@ -182,6 +258,24 @@ def encode_image(image, extension, quality=OUTPUT_QUALITY):
     except Exception as error:
         raise CodecError(f"cannot write {fmt}: {error}") from None
     return out.getvalue()
+
+
+def _writable(image, fmt):
+    """`image` in a mode that `fmt` holds: grey as colour where it holds no grey, without alpha
+    where it holds no alpha (a note says so)."""
+    mode = _written_mode(image.mode, WRITTEN[fmt])
+    if image.mode.endswith("A") and not mode.endswith("A"):
+        warnings.warn(f"{fmt} has no alpha channel: alpha dropped", ConversionWarning,
+                      stacklevel=3)
+    return image if mode == image.mode else image.convert(mode)
+
+
+def _written_mode(mode, held):
+    """The first of the modes `held` that an image in `mode` can be written in: its own, in colour
+    (grey as RGB), without alpha, or both; its own where none is (not a stored mode)."""
+    colour, opaque = mode.replace("L", "RGB"), mode.removesuffix("A")
+    return next((written for written in (mode, colour, opaque, opaque.replace("L", "RGB"))
+                 if written in held), mode)
 
 
 def _xmp_options(fmt, xmp, exif):

@@ -24,7 +24,8 @@ def _accept(prefix):
 
 class VaeImageFile(ImageFile.ImageFile):
     """A `.vae` file opened by Pillow: the whole container is read and checked (CRC included) on
-    open; the pixels are decoded on `load()`."""
+    open; the pixels are decoded on `load()`, which closes the file Pillow opened, as its own
+    loaders do (a program that holds many loaded images holds no files)."""
 
     format = FORMAT
     format_description = "vaecodec learned image codec"
@@ -44,6 +45,9 @@ class VaeImageFile(ImageFile.ImageFile):
             # from the file (memory-mapped) whenever the file is large enough.
             self.im = decode(self._stream).im
             self._stream = None
+            if self._exclusive_fp and self.fp:
+                self.fp.close()
+            self.fp = None
         return super().load()
 
 
@@ -52,6 +56,8 @@ def _save(image, fp, filename):
 
     options = image.encoderinfo
     overrides = {key: options[key] for key in METADATA if key in options}
+    if isinstance(overrides.get("exif"), Image.Exif):  # as Pillow's own savers take it
+        overrides["exif"] = overrides["exif"].tobytes()
     if overrides:  # Pillow's convention: save(…, xmp=…) replaces the image's own
         image = image.copy()
         image.info.update(overrides)
