@@ -76,7 +76,7 @@ class _IntegerConv:
         out_dim = 1 if isinstance(layer, nn.ConvTranspose2d) else 0
         l1 = weight.abs().sum(dim=tuple(d for d in range(4) if d != out_dim)).max().item()
         self.input_limit = np.floor((EXACT_LIMIT - 1 - bias.abs().max().item()) / max(l1, 1))
-        self.weight, self.bias = weight.to(device), bias.to(device)
+        self.bias = bias.to(device)
         # The weights as one matrix: [out, in·k·k] over unfolded inputs, or for a transposed
         # convolution [out·k·k, in], whose products `fold` then adds into place.
         matrix = weight.flatten(1)
@@ -136,8 +136,10 @@ class _NonAnchorConv(_IntegerConv):
         super().__init__(layer, input_bits, device)
         self.tap_rows, self.tap_cols = torch.tensor(
             [(i, j) for i in range(k) for j in range(k) if (i + j) % 2], device=device).T
-        # [out, C·taps], channel-major like the columns below
-        self.tap_weights = self.weight[:, :, self.tap_rows, self.tap_cols].flatten(1)
+        # Only those taps' columns of the matrix: [out, C·taps], channel-major like the columns
+        # below
+        weight = self.matrix.view(len(self.matrix), -1, k, k)
+        self.matrix = weight[:, :, self.tap_rows, self.tap_cols].flatten(1)
 
     def sums(self, x):
         height, width = x.shape[2:]
@@ -148,7 +150,7 @@ class _NonAnchorConv(_IntegerConv):
         index = ((where // width + self.tap_rows[:, None]) * (width + 2 * pad)
                  + where % width + self.tap_cols[:, None])
         columns = padded[:, index].flatten(0, 1)
-        return _at(where, torch.addmm(self.bias[:, None], self.tap_weights, columns), height, width)
+        return _at(where, torch.addmm(self.bias[:, None], self.matrix, columns), height, width)
 
 
 def _pointwise_at_non_anchors(module, device):
