@@ -1,10 +1,15 @@
 """The vaecodec command, driven through click's test runner."""
 
+import contextlib
 import gc
 import os
+import re
+import select
 import signal
+import stat
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -241,7 +246,7 @@ def test_kill_gives_a_clean_exit(folder, jobs):
         Image.open(folder / "a.png").resize((768, 512)).save(big / f"{i}.png")
     process = subprocess.Popen([sys.executable, "-m", "vaecodec", "compress", str(big),
                                 "--jobs", str(jobs)], stderr=subprocess.PIPE)
-    assert process.stderr.readline() == b"vaecodec\n"  # the batch's label: the work has begun
+    assert process.stderr.readline() == b"compressing 4 files\n"  # the work has begun
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1 and stderr.strip() == b"Aborted!"
@@ -328,7 +333,8 @@ def test_device_option(folder):
         result = run("compress", folder / "a.png", "--device", "cuda")
         assert result.exit_code == 2 and "no CUDA device available" in result.output
         assert not (folder / "a.vae").exists()
-    assert run("compress", folder / "a.png", "--device", "cpu", "--precision", "fp32").exit_code == 0
+    result = run("compress", folder / "a.png", "--device", "cpu", "--precision", "fp32")
+    assert result.exit_code == 0
 
 
 def test_gigantic_png_is_refused_before_decoding(folder):
@@ -336,7 +342,8 @@ def test_gigantic_png_is_refused_before_decoding(folder):
     import zlib
 
     def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
 
     header = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
     (folder / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
@@ -648,6 +655,159 @@ def test_no_color_is_honoured(folder, monkeypatch):
     assert "\x1b[" not in result.stderr and "error: " in result.stderr
 
 
-def test_every_command_has_examples():
-    for command in ("compress", "decompress", "info", "compare", "sample"):
-        assert "Examples:" in run(command, "--help").stdout
+def test_every_command_has_examples_and_says_what_it_does():
+    for command in ([], *([name] for name in main.commands)):
+        assert "Examples:" in run(*command, "--help").stdout, command
+    assert "(default: 1,10,25,45,65,85,100)" in " ".join(run("bench", "--help").stdout.split())
+    assert "-o" not in run("info", "--help").stdout  # info has none
+    assert "counted after padding to multiples of 64" in " ".join(
+        run("compress", "--help").stdout.split())
+
+
+# Runs the command with files.compress replaced: the worker converting a file that starts with
+# "die" is killed, as the kernel's OOM killer would. It is replaced as this file is imported, so
+# in spawned workers too, which import it again (as __mp_main__).
+DIES = """
+import os, signal, sys
+
+from vaecodec import files
+
+compress = files.compress
+
+
+def compress_or_die(data, *args, **kwargs):
+    if data.startswith(b"die"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return compress(data, *args, **kwargs)
+
+
+files.compress = compress_or_die
+if __name__ == "__main__":
+    sys.argv = ["vaecodec", *sys.argv[1:]]
+    from vaecodec.__main__ import main
+    main()
+"""
+
+
+def test_a_worker_that_dies_fails_its_files_and_the_batch_goes_on(folder, tmp_path_factory):
+    script = tmp_path_factory.mktemp("script") / "dies.py"
+    script.write_text(DIES)
+    (folder / "0-dies.png").write_bytes(b"die")
+    (folder / "c.png").write_bytes((folder / "a.png").read_bytes())
+    process = subprocess.Popen([sys.executable, str(script), "compress", str(folder), "-o",
+                                str(folder / "out"), "--jobs", "2"], stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=120)  # it hung, waiting for the dead worker
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # what a hang leaves, workers included
+            os.killpg(process.pid, signal.SIGKILL)
+    lines = stderr.decode().splitlines()
+    assert process.returncode == 1 and "Traceback" not in stderr.decode()
+    assert f"error: {folder / '0-dies.png'}: worker process died (out of memory?)" in lines
+    assert re.fullmatch(r"\d of 4 files done, \d failed", lines[-1])
+    written = sorted(p.name for p in (folder / "out").iterdir())
+    assert {"b.vae", "c.vae"} <= set(written) <= {"a.vae", "b.vae", "c.vae"}  # no .tmp
+    assert Bitstream.from_bytes((folder / "out" / "c.vae").read_bytes()).width == 128
+
+
+def read_fifo(fifo, command):
+    """`command()`'s result, and what it wrote into the FIFO `fifo`, which a thread reads."""
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = command()
+    with contextlib.suppress(OSError):  # if nothing opened it, an end of file for the reader
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    reader.join(timeout=10)
+    return result, b"".join(received)
+
+
+def test_a_fifo_as_output_is_written_into_not_replaced(folder):
+    fifo = folder / "pipe"
+    os.mkfifo(fifo)
+    for force in ((), ("--force",)):  # not an existing output: --force changes nothing
+        result, data = read_fifo(fifo, lambda: run("compress", folder / "a.png", "-o", fifo,
+                                                   *force))
+        assert result.exit_code == 0 and stat.S_ISFIFO(fifo.stat().st_mode)
+        assert Bitstream.from_bytes(data).width == 128
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.jpg", "pipe"]
+
+
+def test_compare_keeps_the_original_and_names_it_in_its_errors(folder):
+    run("compress", folder / "a.png")
+    original = (folder / "a.png").read_bytes()
+    result = run("compare", folder / "a.png", folder / "a.vae", "-o", folder / "a.png", "--force")
+    assert_one_line_error(result, f"{folder / 'a.png'}: input and output are the same file")
+    assert (folder / "a.png").read_bytes() == original
+    result = run("compare", folder / "missing.png", folder / "a.vae", "-o", folder / "c.png")
+    assert_one_line_error(result, f"error: {folder / 'missing.png'}: no such file")
+    assert "a.vae" not in result.stderr
+    # --crop's form is checked before anything is read
+    result = run("compare", folder / "missing.png", folder / "a.vae", "-o", folder / "c.png",
+                 "--crop", "10,10")
+    assert result.exit_code == 2 and "expected X,Y,W,H in pixels" in result.stderr
+
+
+def test_an_output_ending_with_a_slash_is_a_folder(folder):
+    result = run("compress", folder / "a.png", "-o", f"{folder / 'new'}{os.sep}")
+    assert result.exit_code == 0 and files_in(folder / "new") == ["a.vae"]
+
+
+def test_a_file_named_dash_is_not_stdin(folder, monkeypatch):
+    monkeypatch.chdir(folder)
+    result = run("compress", "a.png", "-o", "./-")
+    assert result.exit_code == 0 and result.stdout_bytes == b""
+    assert Bitstream.from_bytes((folder / "-").read_bytes()).width == 128
+    result = run("decompress", "./-", "-o", "back.png", input=b"")
+    assert result.exit_code == 0 and Image.open(folder / "back.png").size == (128, 96)
+    result = run("compress", "-", "-", input=(folder / "a.png").read_bytes())
+    assert result.exit_code == 2 and "- (stdin) can be given only once" in result.stderr
+
+
+def test_messages_under_the_progress_bar_start_their_own_line(folder):
+    import pty
+
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8), "CMYK").save(folder / "c.tif")
+    (folder / "d.png").write_bytes(b"not an image")
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "vaecodec", "compress", str(folder), "-o",
+                                str(folder / "out")], stderr=terminal,
+                               env={**os.environ, "NO_COLOR": "1"})
+    os.close(terminal)
+    screen = b""
+    while select.select([controller], [], [], 60)[0]:
+        try:
+            screen += os.read(controller, 4096)
+        except OSError:  # the command has exited: the terminal is closed
+            break
+    os.close(controller)
+    assert process.wait(timeout=60) == 1
+    # What each line shows: the text after its last carriage return, less escape sequences.
+    shown = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line.rsplit("\r", 1)[-1])
+             for line in screen.decode().replace("\r\n", "\n").split("\n")]
+    assert f"note: {folder / 'c.tif'}: converted CMYK image to RGB" in shown
+    assert any(line.startswith(f"error: {folder / 'd.png'}: ") for line in shown), shown
+    assert "3 of 4 files done, 1 failed" in shown
+
+
+@pytest.mark.parametrize("command", [
+    ("compress", "-q", "nan"), ("compress", "--target-bpp", "nan"),
+    ("compress", "--target-bpp", "inf"), ("compress", "--target-psnr", "nan"),
+    ("compress", "--target-psnr", "inf"), ("compress", "--max-bytes", str(10 ** 400)),
+    ("sample", "-q", "nan"), ("bench", "--codecs", "vaecodec", "--qualities", "10,nan"),
+])
+def test_numbers_that_would_fail_every_file_are_usage_errors(folder, command):
+    name, *options = command
+    result = run(name, folder, "-o", folder / "out", *options) if name != "sample" else \
+        run(name, "-o", folder / "out", "--size", "64x48", *options)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert not (folder / "out").exists()
+
+
+def test_a_batch_outside_a_terminal_says_what_it_does(folder):
+    result = run("compress", folder, "-o", folder / "vae")
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == ["compressing 2 files", "2 of 2 files done"]
+    result = run("decompress", folder / "vae", "-o", folder / "png")
+    assert result.stderr.splitlines() == ["decompressing 2 files", "2 of 2 files done"]

@@ -4,25 +4,27 @@ bench.
 Every file is handled on its own: a bad one is reported in one line on stderr and the rest are
 still processed; the exit status is 1 when anything failed. Outputs are written to a temporary
 file beside the target and renamed into place, so an error or an interrupt never leaves a partial
-file, and an existing output is only replaced with --force.
+file, and an existing output is only replaced with --force (a FIFO or a device, /dev/stdout …,
+is no file to keep: it is written into).
 """
 
 import functools
 import importlib.util
 import json
+import math
 import os
 import sys
 import tempfile
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
 import click
 
 from . import files, workers
-from .bench import CODECS
-from .bitstream import MAX_PIXELS, METADATA, VERSION, Bitstream
+from .bench import CODECS, VAECODEC_QUALITIES
+from .bitstream import MAX_PIXELS, METADATA, STRIDE, VERSION, Bitstream
 from .errors import CodecError, Note
 from .files import Failed, collected_notes, describe
 from .images import IMAGE_SUFFIXES, OUTPUT_QUALITY
@@ -42,14 +44,40 @@ def main():
     \b
     Shell completion (bash; zsh and fish likewise, see the README):
       eval "$(_VAECODEC_COMPLETE=bash_source vaecodec)"
+
+    \b
+    Examples:
+      vaecodec compress photo.jpg                    # photo.vae, quality 75
+      vaecodec decompress photo.vae -o photo.png
+      vaecodec info photo.vae
+      vaecodec compress --help                       # a command's options and examples
     """
 
 
+_bar_on_screen = False  # a progress bar is on the last line of stderr, a terminal (_progress)
+
+
 def _say(tag, text):
-    """One line on stderr, its tag coloured on a terminal unless NO_COLOR is set."""
+    """One line on stderr, its tag coloured on a terminal unless NO_COLOR is set; where a
+    progress bar is shown, on that line, cleared first (the bar comes back on the next)."""
+    if _bar_on_screen:
+        click.echo("\r\x1b[K", err=True, nl=False, color=True)
     colour = {"error": "red", "note": "yellow"}.get(tag)
     click.echo(click.style(f"{tag}:", fg=colour, bold=True) + f" {text}", err=True,
                color=False if os.environ.get("NO_COLOR") else None)
+
+
+def _path(argument):
+    """A path given on the command line: `-` is stdin or stdout, and ./- the file named -, which
+    Path makes equal to Path("-"), so it is made absolute."""
+    path = Path(argument)
+    return path.absolute() if path == STDIO and argument != "-" else path
+
+
+def _stdin_once(arguments):
+    """`-` among the inputs at most once: stdin is read to its end by the first."""
+    if list(arguments).count("-") > 1:
+        raise click.UsageError("- (stdin) can be given only once")
 
 
 def _expand(inputs, suffixes, recursive=False, verbosity=0, leave_out=None):
@@ -70,7 +98,7 @@ def _expand(inputs, suffixes, recursive=False, verbosity=0, leave_out=None):
         if count and verbosity >= 0:
             _say("note", f"{path}: {count} {what[0] if count == 1 else what[1]}")
 
-    for path in map(Path, inputs):
+    for path in map(_path, inputs):
         if path == STDIO or not path.is_dir():
             files.append((path, Path()))
             continue
@@ -110,21 +138,25 @@ def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0,
           skip_existing=False, force=False):
     """Pair every input file with its output path.
 
-    One input file: OUTPUT is the file to write (or a directory to write into); without it the
-    output goes beside the input. Several inputs or a directory: OUTPUT is a directory, in which
-    the folders that `recursive` searched are made again. `-` reads stdin / writes stdout.
-    With `skip_existing`, the files whose output exists are left out. Nothing is made here:
-    the folders for the outputs are made when the work starts (_run), after every check.
+    One input file: OUTPUT is the file to write (or a directory to write into, or to make where
+    it ends with a slash); without it the output goes beside the input. Several inputs or a
+    directory: OUTPUT is a directory, in which the folders that `recursive` searched are made
+    again. `-` reads stdin / writes stdout. With `skip_existing`, the files whose output exists
+    are left out. Nothing is made here: the folders for the outputs are made when the work
+    starts (_run), after every check.
     """
     if skip_existing and force:
         raise click.UsageError("give only one of --force and --skip-existing")
-    batch = len(inputs) > 1 or any(p != STDIO and p.is_dir() for p in map(Path, inputs))
-    out = Path(output) if output else None
+    _stdin_once(inputs)
+    batch = len(inputs) > 1 or any(p != STDIO and p.is_dir() for p in map(_path, inputs))
+    out = _path(output) if output else None
     if batch and out == STDIO:
         raise click.UsageError("cannot write several files to stdout")
     if batch and out is not None and out.exists() and not out.is_dir():
         raise click.UsageError(f"{out}: with several inputs, -o must be a directory")
-    into_folder = out not in (None, STDIO) and (batch or out.is_dir())
+    # -o newdir/ names a folder, made when the work starts (Path drops the slash)
+    into_folder = out not in (None, STDIO) and (batch or out.is_dir()
+                                                or output.endswith(("/", os.sep)))
     files, problems = _expand(inputs, suffixes, recursive, verbosity,
                               leave_out=out if into_folder else None)
     pairs, sources = [], {}
@@ -138,7 +170,8 @@ def _plan(inputs, output, suffixes, new_suffix, recursive=False, verbosity=0,
         else:
             target = out / within / (path.stem + new_suffix)
         if target != STDIO and target in sources:
-            raise click.UsageError(f"{sources[target]} and {path} would both be written to {target}")
+            raise click.UsageError(f"{sources[target]} and {path} would both be written to "
+                                   f"{target}")
         sources[target] = path
         pairs.append((path, target))
     left = [pair for pair in pairs if not (skip_existing and _done(*pair, verbosity))]
@@ -178,7 +211,7 @@ def _check_target(source, target, force):
         raise Failed("input and output are the same file")
     if target.is_dir():
         raise Failed(f"output {target} is a directory")
-    if target.exists() and not force:
+    if target.is_file() and not force:  # a FIFO or a device is written into, not replaced
         raise Failed(f"output {target} exists (use --force to overwrite)")
 
 
@@ -197,7 +230,8 @@ def _to_stdout():
 
 def _write(target, data):
     """Write atomically: a temporary file in the target's directory, then a rename. Shielded from
-    signals, so that a kill meanwhile takes effect once the file is in place."""
+    signals, so that a kill meanwhile takes effect once the file is in place. A FIFO or a device
+    (/dev/stdout …) is written into instead: a rename would put a file in its place."""
     if target == STDIO:
         with _to_stdout() as stdout:
             view = memoryview(data)
@@ -205,11 +239,14 @@ def _write(target, data):
                 view = view[stdout.buffer.write(view):]
             stdout.buffer.flush()
         return
+    if target.exists() and not target.is_file():
+        _write_into(target, data)
+        return
     with shielded():
         try:
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         except OSError as error:
-            raise Failed(f"cannot write {target} ({error.strerror})") from None
+            raise _cannot_write(target, error) from None
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
@@ -218,14 +255,29 @@ def _write(target, data):
         except BaseException as error:
             Path(tmp).unlink(missing_ok=True)
             if isinstance(error, OSError):
-                raise Failed(f"cannot write {target} ({error.strerror})") from None
+                raise _cannot_write(target, error) from None
             raise
 
 
-def _run(plan, work, force, verbosity=0):
+def _write_into(target, data):
+    """Write into a FIFO or a device, as it is (nothing is created). Not shielded from signals:
+    a FIFO holds the write until a reader comes, and the command must stay stoppable."""
+    try:
+        with open(os.open(target, os.O_WRONLY), "wb") as stream:
+            stream.write(data)
+    except OSError as error:
+        raise _cannot_write(target, error) from None
+
+
+def _cannot_write(target, error):
+    return Failed(f"cannot write {target} ({error.strerror})")
+
+
+def _run(plan, work, force, verbosity=0, doing="converting"):
     """Apply `work(source, target)` to every pair of the Plan, reporting failures; exit 1 if any
     failed. `work` returns a line saying what it did, shown with --verbose (verbosity 1);
-    --quiet (verbosity -1) shows errors only."""
+    --quiet (verbosity -1) shows errors only. A batch shows a progress bar labelled with what
+    it is `doing` ("compressing")."""
     pairs, batch, skipped, problems, folders = plan
     for folder in folders:
         try:
@@ -234,31 +286,20 @@ def _run(plan, work, force, verbosity=0):
             raise click.UsageError(f"cannot create {folder} ({error.strerror})") from None
     for problem in problems:
         _say("error", problem)
+
+    def checked_work(source, target):
+        _check_target(source, target, force)
+        return work(source, target)
+
     failed = 0
-    items = pairs
-    bar = None
-    if batch and len(pairs) > 1 and verbosity == 0:
-        bar = click.progressbar(pairs, label="vaecodec", file=sys.stderr,
-                                item_show_func=lambda p: p and p[0].name)
-        items = bar.__enter__()
-    try:
+    shown = batch and len(pairs) > 1 and verbosity == 0
+    with _progress(pairs, f"{doing} {len(pairs)} files") if shown else nullcontext(pairs) as items:
         for source, target in items:
-            name = "<stdin>" if source == STDIO else str(source)
-            try:
-                with collected_notes() as notes:
-                    _check_target(source, target, force)
-                    done = work(source, target)
-                for note in notes:
-                    if verbosity >= 0:
-                        _say("note", f"{name}: {note}")
-                if done and verbosity > 0:
-                    click.echo(f"{name}: {done}", err=True)
-            except Exception as error:  # one line, and the batch goes on
-                failed += 1
-                _say("error", f"{name}: {describe(error)}")
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+            done, said = _attempt(_name(source), functools.partial(checked_work, source, target),
+                                  verbosity)
+            failed += not done
+            if said and verbosity > 0:
+                click.echo(f"{_name(source)}: {said}", err=True)
     if batch and (len(pairs) > 1 or skipped or problems) and verbosity >= 0:
         click.echo(f"{len(pairs) - failed} of {len(pairs)} files done"
                    + (f", {failed} failed" if failed else "")
@@ -269,6 +310,40 @@ def _run(plan, work, force, verbosity=0):
         _say("error", "no input files found")
     if failed or problems or not (pairs or skipped):
         sys.exit(1)
+
+
+def _name(path):
+    """How messages name an input."""
+    return "<stdin>" if path == STDIO else str(path)
+
+
+def _attempt(name, action, verbosity=0):
+    """(True, what action() returned), its notes shown as lines naming `name`; or (False, None),
+    its error shown in one line naming `name`, so that a batch goes on."""
+    try:
+        with collected_notes() as notes:
+            result = action()
+    except Exception as error:
+        _say("error", f"{name}: {describe(error)}")
+        return False, None
+    if verbosity >= 0:
+        for note in notes:
+            _say("note", f"{name}: {note}")
+    return True, result
+
+
+@contextmanager
+def _progress(pairs, label):
+    """The pairs, shown as a progress bar on stderr as they are worked through (not being a
+    terminal, stderr gets the label only, as the work starts)."""
+    global _bar_on_screen
+    with click.progressbar(pairs, label=label, file=sys.stderr,
+                           item_show_func=lambda pair: pair and pair[0].name) as bar:
+        _bar_on_screen = sys.stderr.isatty()
+        try:
+            yield bar
+        finally:
+            _bar_on_screen = False
 
 
 def _from_rows(pairs, force, said, start):
@@ -330,7 +405,7 @@ def _in_workers(pairs, force, said, convert, map_in_workers):
     """A `work` for _run whose files are read and converted by worker processes (workers.py),
     ahead of the writing here."""
     return _from_rows(pairs, force, said, lambda paths: map_in_workers(
-        functools.partial(files.converted, convert), paths))
+        functools.partial(files.converted, convert), paths, files.lost))
 
 
 def _load_weights():
@@ -344,15 +419,31 @@ def _load_weights():
 
 
 _max_pixels = click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
-                           show_default=True, help="Refuse images with more pixels than this.")
+                           show_default=True,
+                           help="Refuse images with more pixels than this, counted after padding "
+                                f"to multiples of {STRIDE}.")
 _force = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
 _skip_existing = click.option("--skip-existing", is_flag=True,
                               help="Leave out the files whose output exists (to resume a batch).")
 _output = click.option("-o", "--output", type=click.Path(),
-                       help="Output file, or directory when there are several inputs.")
-_recursive = click.option("-r", "--recursive", is_flag=True,
-                          help="Search the folders within directories too (not hidden ones); "
-                               "their outputs go in the same folders under -o.")
+                       help="Output file, or directory when there are several inputs or it ends "
+                            "with /.")
+
+
+def _recursive(writes_outputs=True):
+    """-r/--recursive, whose help says where the outputs go for a command that writes them."""
+    return click.option("-r", "--recursive", is_flag=True,
+                        help="Search the folders within directories too (not hidden ones)"
+                             + ("; their outputs go in the same folders under -o."
+                                if writes_outputs else "."))
+
+
+def _finite(context, parameter, value):
+    """nan and ±inf are refused before any work: nan passes every range check, inf an open end,
+    and either would fail only later, once per file."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def _local_options(command):
@@ -415,14 +506,15 @@ def _batch_options(command):
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @_output
-@_recursive
-@click.option("-q", "--quality", type=click.FloatRange(1, 100),
+@_recursive()
+@click.option("-q", "--quality", type=click.FloatRange(1, 100), callback=_finite,
               help="1 (smallest) to 100 (best), in steps of 0.01.  [default: 75]")
-@click.option("--target-bpp", type=click.FloatRange(0, min_open=True),
+@click.option("--target-bpp", type=click.FloatRange(0, min_open=True), callback=_finite,
               help="Find the quality that gives this many bits per pixel (within 3 %).")
-@click.option("--target-psnr", type=click.FloatRange(0, min_open=True),
+@click.option("--target-psnr", type=click.FloatRange(0, min_open=True), callback=_finite,
               help="Find the quality that gives this PSNR in dB (within 0.1 dB).")
-@click.option("--max-bytes", type=click.IntRange(min=1),
+# Up to 2⁵³: the budget is exact in the search's floats, which larger ones would overflow.
+@click.option("--max-bytes", type=click.IntRange(1, 2 ** 53),
               help="Find the best quality that fits in this many bytes (and no more than 5 % "
                    "under).")
 @click.option("--strict", is_flag=True,
@@ -477,7 +569,7 @@ def compress(inputs, output, recursive, quality, target_bpp, target_psnr, max_by
         elif jobs > 1 and len(pairs) > 1 and not any(STDIO in pair for pair in pairs):
             convert = functools.partial(files.compress, quality=quality, **options)
             work = _in_workers(pairs, force, said, convert, map_in_workers)
-        _run(plan, work, force, verbosity)
+        _run(plan, work, force, verbosity, "compressing")
 
 
 def _output_format(extension):
@@ -503,7 +595,7 @@ def _output_suffix(context, parameter, extension):
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @_output
-@_recursive
+@_recursive()
 @click.option("--format", "suffix", metavar="EXT", callback=_output_suffix,
               help="What to write (png, jpg, webp, avif, tif …) where no output file name says "
                    "it.  [default: png]")
@@ -556,13 +648,13 @@ def decompress(inputs, output, recursive, suffix, quality, force, skip_existing,
         elif jobs > 1 and len(pairs) > 1 and not any(STDIO in pair for pair in pairs):
             convert = functools.partial(files.decompress, extension=extension, **options)
             work = _in_workers(pairs, force, said, convert, map_in_workers)
-        _run(plan, work, force, verbosity)
+        _run(plan, work, force, verbosity, "decompressing")
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file, one per line.")
-@_recursive
+@_recursive(writes_outputs=False)
 def info(inputs, as_json, recursive):
     """Show the header of .vae files.
 
@@ -593,13 +685,28 @@ def info(inputs, as_json, recursive):
          force=True)
 
 
+def _crop(context, parameter, text):
+    """--crop's form, checked before anything is read (whether the box fits, once the image is)."""
+    from .compare import parse_crop
+
+    if text is None:
+        return None
+    try:
+        parse_crop(text, (math.inf, math.inf))  # a box of the right form fits so large an image
+    except CodecError:
+        raise click.BadParameter("expected X,Y,W,H in pixels (X and Y from 0, W and H from 1), "
+                                 f"got {text!r}") from None
+    return text
+
+
 @main.command()
 @click.argument("original", type=click.Path())
 @click.argument("file", type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="The picture to write: PNG, or what its extension names (JPEG, WebP, AVIF, "
                    "TIFF …, as decompress writes).")
-@click.option("--crop", metavar="X,Y,W,H", help="Show only this part of the images (pixels).")
+@click.option("--crop", metavar="X,Y,W,H", callback=_crop,
+              help="Show only this part of the images (pixels).")
 @_force
 @_max_pixels
 def compare(original, file, output, crop, force, max_pixels):
@@ -616,17 +723,27 @@ def compare(original, file, output, crop, force, max_pixels):
     from .compare import parse_crop, side_by_side
     from .images import encode_image, read_image
 
-    _output_format(Path(output).suffix)
+    _stdin_once((original, file))
+    reference_path, picture_path = _path(original), _path(output)
+    _output_format(picture_path.suffix)
+
+    def read_reference():
+        if picture_path.exists() and _same_file(reference_path, picture_path):
+            raise Failed("input and output are the same file")
+        return read_image(_read(reference_path), max_pixels)
+
+    read, reference = _attempt(_name(reference_path), read_reference)
+    if not read:
+        sys.exit(1)
 
     def work(source, target):
-        reference = read_image(_read(Path(original)), max_pixels)
         data = _read(source)
         decoded = read_image(data, max_pixels)
         box = parse_crop(crop, reference.size) if crop else None
         picture = side_by_side(reference, decoded, len(data), source.name, box)
         _write(target, encode_image(picture, target.suffix))
 
-    _run(Plan([(Path(file), Path(output))], False), work, force)
+    _run(Plan([(_path(file), picture_path)], False), work, force)
 
 
 def _size(text):
@@ -650,7 +767,7 @@ def _size(text):
 @click.option("--size", default="512x512", show_default=True, callback=lambda c, p, v: _size(v),
               help="WIDTHxHEIGHT of each image.")
 @click.option("-q", "--quality", type=click.FloatRange(1, 100), default=75, show_default=True,
-              help="The quality whose gains decode the latents.")
+              callback=_finite, help="The quality whose gains decode the latents.")
 @_force
 @_max_pixels
 @_verbosity
@@ -686,7 +803,7 @@ def sample(count, output, seed, size, quality, force, max_pixels, verbosity):
         return f"written to {target}"
 
     pairs = [(Path(f"sample-{i}"), folder / f"sample-{i}.png") for i in range(1, count + 1)]
-    _run(Plan(pairs, count > 1), work, force, verbosity)
+    _run(Plan(pairs, count > 1), work, force, verbosity, "drawing")
 
 
 @main.command()
@@ -697,11 +814,12 @@ def sample(count, output, seed, size, quality, force, max_pixels, verbosity):
               help="Write the codec's weights file here when done (e.g. weights/vaecodec.pt).")
 @click.option("--steps", type=click.IntRange(min=1), default=30000, show_default=True,
               help="Total steps, counting those already in the checkpoint.")
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), callback=_finite,
               help="Stop after this much wall time (this run).")
-@click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate.")
+@click.option("--lr", type=float, default=5e-4, show_default=True, callback=_finite,
+              help="Peak learning rate.")
 @click.option("--decay", type=click.FloatRange(0, 1, min_open=True), default=0.2,
-              show_default=True,
+              show_default=True, callback=_finite,
               help="Fraction of the budget (steps or minutes) spent in the final cosine decay.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--crop", type=click.IntRange(min=64), default=128, show_default=True)
@@ -730,7 +848,14 @@ def sample(count, output, seed, size, quality, force, max_pixels, verbosity):
               help="torch.compile the training pass; auto: on CUDA; graphs: also as CUDA graphs.")
 def train(data_dir, checkpoint, export, steps, minutes, lr, decay, batch_size, crop, n, m,
           groups, hyper, init, widen, precision, compile_):
-    """Train the model on a folder of images (CUDA when available)."""
+    """Train the model on a folder of images (CUDA when available). Run the same command again
+    to resume from the checkpoint.
+
+    \b
+    Examples:
+      vaecodec train photos/ --checkpoint run.ckpt --minutes 60 --export run.pt
+      vaecodec train photos/ --checkpoint run2.ckpt --init weights/vaecodec.pt --lr 1e-4
+    """
     from .train import train as run
 
     if widen and not init:
@@ -758,6 +883,20 @@ def _integers(value):
     return numbers
 
 
+def _qualities(value):
+    """--qualities as numbers from 1 to 100 (None stays None)."""
+    if value is None:
+        return None
+    try:
+        qualities = [float(part) for part in value.split(",")]
+    except ValueError:
+        qualities = []
+    if not qualities or not all(1 <= quality <= 100 for quality in qualities):  # nan fails too
+        raise click.BadParameter(f"expected qualities from 1 to 100 separated by commas, got "
+                                 f"{value!r}")
+    return qualities
+
+
 @main.command("pack-images")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", type=click.Path(file_okay=False), required=True,
@@ -769,7 +908,13 @@ def _integers(value):
               help="Encoder quality (default: 90 for AVIF, 94 for JPEG).")
 def pack_images(data_dir, output, format_, quality):
     """Write a compact copy (4:4:4) of a training folder as training sees it: downscaled, small
-    images left out. For training machines that take few megabytes."""
+    images left out. For training machines that take few megabytes.
+
+    \b
+    Examples:
+      vaecodec pack-images photos/ -o pack/            # AVIF at quality 90
+      vaecodec pack-images photos/ -o pack/ --format jpeg
+    """
     from .train import pack_training_images
 
     try:
@@ -786,27 +931,32 @@ def pack_images(data_dir, output, format_, quality):
               help="Folder for results.json, results.md and rd.png.")
 @click.option("--codecs", default=",".join(CODECS), show_default=True,
               help="Comma-separated subset of the codecs.")
-@click.option("--qualities", help="Comma-separated vaecodec qualities (default: a sweep of 8).")
+@click.option("--qualities", callback=lambda context, parameter, value: _qualities(value),
+              help="Comma-separated vaecodec qualities (default: "
+                   f"{','.join(map(str, VAECODEC_QUALITIES))}).")
 @click.option("--max-images", type=click.IntRange(min=1), help="Use only the first N images.")
 @click.option("-e", "--effort", type=click.IntRange(0, MAX_EFFORT), default=0, show_default=True,
               help="vaecodec's compress --effort.")
 def bench(images_dir, out_dir, codecs, qualities, max_images, effort):
-    """Rate–distortion benchmark against JPEG, WebP, AVIF, JPEG XL and JPEG 2000."""
+    """Rate–distortion benchmark against JPEG, WebP, AVIF, JPEG XL and JPEG 2000.
+
+    \b
+    Examples:
+      vaecodec bench kodak/ -o results/
+      vaecodec bench kodak/ -o effort3/ --codecs vaecodec,avif --max-images 6 -e 3
+    """
     from . import bench as benchmark
 
     names = [c.strip() for c in codecs.split(",") if c.strip()]
     unknown = sorted(set(names) - set(CODECS))
     if unknown:
-        raise click.UsageError(f"unknown codecs {', '.join(unknown)}; choose from {', '.join(CODECS)}")
+        raise click.UsageError(f"unknown codecs {', '.join(unknown)}; "
+                               f"choose from {', '.join(CODECS)}")
     if set(names) - {"vaecodec"} and importlib.util.find_spec("imagecodecs") is None:
         _say("error", "imagecodecs not installed; pip install 'vaecodec[bench]'")
         sys.exit(1)
     try:
-        levels = [float(q) for q in qualities.split(",")] if qualities else None
-    except ValueError:
-        raise click.UsageError(f"--qualities must be numbers, got {qualities!r}") from None
-    try:
-        summary = benchmark.run(images_dir, out_dir, names, levels, max_images,
+        summary = benchmark.run(images_dir, out_dir, names, qualities, max_images,
                                 progress=lambda codec, image: click.echo(f"{codec} {image}",
                                                                          err=True),
                                 effort=effort)

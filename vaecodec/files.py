@@ -53,9 +53,19 @@ def converted(convert, path):
     try:
         with collected_notes() as notes:
             output = convert(read(Path(path)))
-        return {"path": path, "output": output, "notes": notes, "error": None}
+        return _row(path, output, notes)
     except Exception as error:
-        return {"path": path, "output": None, "notes": [], "error": describe(error)}
+        return _row(path, error=describe(error))
+
+
+def lost(path):
+    """What stands for the file at `path` when the worker process converting it died: the
+    kernel's OOM killer, most likely, where each worker holds about 0.5 GB."""
+    return _row(path, error="worker process died (out of memory?)")
+
+
+def _row(path, output=None, notes=(), error=None):
+    return {"path": path, "output": output, "notes": notes, "error": error}
 
 
 @contextmanager

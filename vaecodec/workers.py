@@ -3,8 +3,13 @@
 Processes rather than torch's threads: the entropy coder and the exact prior run on one core, and
 torch's threads scale poorly on images of a megapixel or less, so N workers with cores/N threads
 each keep every core busy. The workers only read and convert; the command writes every file, in
-order. They start with SIGINT ignored, so that Ctrl-C (which the terminal sends to the whole
-process group) reaches only the command, which then stops them; SIGTERM stops them at once.
+order. They ignore SIGINT, so that Ctrl-C (which the terminal sends to the whole process group)
+reaches only the command, which then stops them; SIGTERM stops them at once.
+
+A worker can die (the kernel's OOM killer: each holds about 0.5 GB): the files being converted
+when it died, its own and those of the workers stopped with it, fail, and the rest of the batch
+goes to new workers. So that those are the only files lost, no more files are handed out than
+there are workers.
 
 Workers of one thread each (as many jobs as cores) are forked from the command, so they start at
 once with torch imported and the weights loaded: spawning each cost as much as a few images
@@ -13,12 +18,16 @@ are spawned, since a forked child cannot start a team of OpenMP threads (it hang
 all workers where CUDA is present, which a forked child cannot use either.
 """
 
-import functools
+import collections
 import gc
 import multiprocessing
 import os
 import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+
+from .interrupts import shielded
 
 
 def cores():
@@ -28,12 +37,13 @@ def cores():
 
 @contextmanager
 def pool(jobs, preload=None):
-    """A `map(function, items)` giving `function(item)` for each item, in order, in up to `jobs`
-    worker processes started at its first call; they are stopped when the block ends. Forked
-    workers start after `preload()` (what they all need: the weights)."""
-    started, frozen = [], []
+    """A `map(function, items, lost)` giving `function(item)` for each item, in order, from up to
+    `jobs` worker processes started when its first result is asked for, or `lost(item)` for an
+    item whose worker died; they are stopped when the block ends. Forked workers start after
+    `preload()` (what they all need: the weights)."""
+    executors, frozen = [], []
 
-    def map_in_workers(function, items):
+    def map_in_workers(function, items, lost):
         processes = min(jobs, len(items))
         threads = max(1, cores() // processes)
         import torch
@@ -49,33 +59,73 @@ def pool(jobs, preload=None):
             gc.freeze()
             frozen.append(True)
         context = multiprocessing.get_context("fork" if fork else "spawn")
-        # What the workers inherit: SIGINT ignored, SIGTERM held back until _start has put back
-        # its default action (a forked worker would otherwise run the command's handler).
-        ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
-            started.append(context.Pool(processes, initializer=_start, initargs=(threads,)))
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-            signal.signal(signal.SIGINT, ignored)
-        return started[-1].imap(function, items)
+
+        def start():
+            executors.append(ProcessPoolExecutor(processes, context, initializer=_start,
+                                                 initargs=(threads,)))
+            return executors[-1]
+
+        return _in_order(function, items, lost, start, processes)
 
     try:
         yield map_in_workers
     finally:
-        for workers in started:
-            workers.terminate()
-            workers.join()
+        for executor in executors:
+            _stop(executor)
         if frozen:
             gc.unfreeze()
 
 
+def _in_order(function, items, lost, start, at_once):
+    """`function(item)` for each item, in order, from the workers of `start()`, `at_once` items
+    being converted at a time. When a worker dies, each of those items gives `lost(item)` and
+    the rest go to the workers of a new `start()`."""
+    executor, waiting, handed_out = start(), collections.deque(items), collections.deque()
+    while waiting or handed_out:
+        while waiting and sum(not future.done() for _, future in handed_out) < at_once:
+            try:
+                handed_out.append((waiting[0], _submit(executor, function, waiting[0])))
+                waiting.popleft()
+            except BrokenProcessPool:  # a worker died: new ones for the files not handed out
+                _stop(executor)
+                executor = start()
+        item, future = handed_out[0]
+        if not future.done():
+            wait([future for _, future in handed_out if not future.done()],
+                 return_when=FIRST_COMPLETED)
+            continue
+        handed_out.popleft()
+        yield lost(item) if isinstance(future.exception(), BrokenProcessPool) else future.result()
+
+
+def _submit(executor, function, item):
+    """`executor.submit(function, item)`, which may start a worker: it starts with SIGINT and
+    SIGTERM blocked, so that none reaches it before _start has set what they do there. Here
+    they take effect once the worker is started and known, so that _stop stops it."""
+    with shielded():
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            return executor.submit(function, item)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _stop(executor):
+    """Stop the workers at once (shutdown() alone would let them finish their files)."""
+    for process in list((executor._processes or {}).values()):  # Python 3.14: terminate_workers()
+        process.terminate()
+    executor.shutdown(cancel_futures=True)
+
+
 def _start(threads):
+    """A worker's start: Ctrl-C is the command's to handle (it stops the workers), SIGTERM ends
+    the worker at once; both were blocked until these are set (_submit)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     import torch
 
     from .allocator import keep_freed_memory
 
     keep_freed_memory()  # inherited by a forked worker already; a spawned one starts afresh
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     torch.set_num_threads(threads)
