@@ -135,6 +135,17 @@ def command(args, cores=None):
     return float(seconds), int(peak_kib) / 1024
 
 
+def compile_bytecode():
+    """vaecodec's modules compiled to bytecode, as `pip install` leaves them: an editable install
+    under PYTHONDONTWRITEBYTECODE (this machine's environment sets it) would otherwise compile
+    every module at every start of the command, about 0.1 s that no installed copy spends."""
+    import compileall
+
+    import vaecodec
+
+    compileall.compile_dir(Path(vaecodec.__file__).parent, quiet=1)
+
+
 def whole_command(image, tmp, runs=5):
     """Median wall time of `vaecodec compress IMAGE` and `vaecodec decompress` of its file."""
     vae, png = tmp / "cli.vae", tmp / "cli.png"
@@ -256,6 +267,8 @@ def main(profile_image, kodak, megapixels, repeat, threads, parts, keep_freed_me
     result = {"machine": machine(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "load_before": os.getloadavg()[0],
               "keep_freed_memory": keep_freed_memory}
+    if parts & {"command", "batch", "sizes"}:
+        compile_bytecode()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if kodak and "in_process" in parts:
