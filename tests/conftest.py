@@ -10,6 +10,15 @@ from vaecodec.bench import psnr as bench_psnr
 SAMPLE = Path(__file__).resolve().parent / "data" / "kodim23-crop.png"  # 384×256 from Kodak
 
 
+@pytest.fixture(autouse=True)
+def pillows_size_limit():
+    """Pillow's limit as each test found it: the command lifts it in its process (files.py), and
+    the command's tests run in this one."""
+    limit = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = limit
+
+
 @pytest.fixture(scope="session")
 def photo():
     """A 128×96 crop of a real photo."""

@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import vaecodec
 from vaecodec.bitstream import Bitstream
 from vaecodec.cli import main
 
@@ -670,9 +671,11 @@ def test_every_command_has_examples_and_says_what_it_does():
 DIES = """
 import os, signal, sys
 
-from vaecodec import files
+from vaecodec import files, workers
 
 compress = files.compress
+if "CORES" in os.environ:  # more cores than jobs: the workers are spawned, not forked
+    workers.cores = lambda: int(os.environ["CORES"])
 
 
 def compress_or_die(data, *args, **kwargs):
@@ -689,14 +692,17 @@ if __name__ == "__main__":
 """
 
 
-def test_a_worker_that_dies_fails_its_files_and_the_batch_goes_on(folder, tmp_path_factory):
+@pytest.mark.parametrize("cores", [None, "4"], ids=["forked", "spawned"])
+def test_a_worker_that_dies_fails_its_files_and_the_batch_goes_on(folder, tmp_path_factory,
+                                                                  cores):
     script = tmp_path_factory.mktemp("script") / "dies.py"
     script.write_text(DIES)
     (folder / "0-dies.png").write_bytes(b"die")
     (folder / "c.png").write_bytes((folder / "a.png").read_bytes())
     process = subprocess.Popen([sys.executable, str(script), "compress", str(folder), "-o",
                                 str(folder / "out"), "--jobs", "2"], stderr=subprocess.PIPE,
-                               start_new_session=True)
+                               start_new_session=True,
+                               env={**os.environ, **({"CORES": cores} if cores else {})})
     try:
         _, stderr = process.communicate(timeout=120)  # it hung, waiting for the dead worker
     finally:
@@ -734,6 +740,20 @@ def test_a_fifo_as_output_is_written_into_not_replaced(folder):
     assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.jpg", "pipe"]
 
 
+def test_a_link_to_stdout_is_written_through_and_kept(folder):
+    """/dev/stdout is a link to /proc/self/fd/1: with stdout sent to a file, that file gets the
+    bytes, with or without --force, and the link stays (a rename would have replaced it)."""
+    link = folder / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    for force in ((), ("--force",)):
+        with open(folder / "sent.vae", "wb") as sent:
+            done = subprocess.run([sys.executable, "-m", "vaecodec", "compress", folder / "a.png",
+                                   "-o", link, *force], stdout=sent, stderr=subprocess.PIPE)
+        assert done.returncode == 0, done.stderr
+        assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
+        assert Bitstream.from_bytes((folder / "sent.vae").read_bytes()).width == 128
+
+
 def test_compare_keeps_the_original_and_names_it_in_its_errors(folder):
     run("compress", folder / "a.png")
     original = (folder / "a.png").read_bytes()
@@ -747,6 +767,21 @@ def test_compare_keeps_the_original_and_names_it_in_its_errors(folder):
     result = run("compare", folder / "missing.png", folder / "a.vae", "-o", folder / "c.png",
                  "--crop", "10,10")
     assert result.exit_code == 2 and "expected X,Y,W,H in pixels" in result.stderr
+    result = run("compare", folder / "a.png", folder / "a.vae", "-o", f"{folder / 'new'}{os.sep}")
+    assert result.exit_code == 2 and "not a folder" in result.stderr
+    assert not (folder / "new").exists()
+
+
+def test_compare_is_bounded_by_max_pixels_alone(folder, monkeypatch):
+    """As compress: Pillow's own limit gives way to --max-pixels, whose message says the size."""
+    with Image.open(folder / "a.png") as image:  # not by the command, which lifts the limit
+        (folder / "a.vae").write_bytes(vaecodec.compress(image))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses over 2000 pixels
+    result = run("compare", folder / "a.png", folder / "a.vae", "-o", folder / "c.png")
+    assert result.exit_code == 0, result.output
+    result = run("compare", folder / "a.png", folder / "a.vae", "-o", folder / "d.png",
+                 "--max-pixels", 2000)
+    assert_one_line_error(result, "image of 128×96 exceeds the limit of 2000 pixels")
 
 
 def test_an_output_ending_with_a_slash_is_a_folder(folder):

@@ -15,7 +15,8 @@ from PIL import Image, ImageCms
 import vaecodec
 from vaecodec import images
 from vaecodec.errors import ConversionWarning
-from vaecodec.images import STORED_MODES, WRITTEN, encode_image, read_image, split_channels
+from vaecodec.bitstream import MODES
+from vaecodec.images import WRITTEN, encode_image, read_image, split_channels
 
 D50 = b"".join(struct.pack(">i", round(v * 65536)) for v in (0.9642, 1.0, 0.8249))
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "AVIF": ".avif", "TIFF": ".tif",
@@ -72,7 +73,8 @@ def stored(image):
 def test_reads_in_threads_leave_pillows_limit_alone(monkeypatch):
     """Pillow's decompression-bomb limit is the process's: each of four reads at once sees it, and
     it is as it was once they are done."""
-    png, limit, seen = saved(Image.new("RGB", (8, 8)), "PNG"), Image.MAX_IMAGE_PIXELS, []
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit := 12345678)  # not None: it must stay
+    png, seen = saved(Image.new("RGB", (8, 8)), "PNG"), []
     all_inside, check_size = threading.Barrier(4, timeout=10), images.check_size
 
     def checked_together(*arguments):  # each read waits here until all four have opened a file
@@ -172,7 +174,21 @@ def test_every_written_format_is_tested():
     assert set(EXTENSIONS) == set(WRITTEN)
 
 
-@pytest.mark.parametrize("fmt,mode", list(itertools.product(EXTENSIONS, STORED_MODES)))
+def test_grey_written_as_colour_leaves_its_grey_profile_out():
+    """WebP and AVIF hold no grey: the image goes as RGB, where its grey profile would not fit."""
+    image = Image.new("L", (8, 8), 100)
+    image.info["icc_profile"] = grey_profile()
+    for extension in (".webp", ".avif"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConversionWarning)
+            written = Image.open(io.BytesIO(encode_image(image, extension)))
+        assert written.mode == "RGB" and not written.info.get("icc_profile")
+        assert any("ICC profile dropped" in str(note.message) for note in caught)
+    png = Image.open(io.BytesIO(encode_image(image, ".png")))
+    assert png.mode == "L" and png.info["icc_profile"] == grey_profile()
+
+
+@pytest.mark.parametrize("fmt,mode", list(itertools.product(EXTENSIONS, MODES)))
 def test_each_format_writes_each_stored_mode(fmt, mode):
     """Grey as colour where the format holds no grey (QOI …), alpha dropped with a note where it
     holds no alpha (JPEG, BMP, PPM), and kept everywhere else."""

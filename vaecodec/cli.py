@@ -211,8 +211,23 @@ def _check_target(source, target, force):
         raise Failed("input and output are the same file")
     if target.is_dir():
         raise Failed(f"output {target} is a directory")
-    if target.is_file() and not force:  # a FIFO or a device is written into, not replaced
+    if target.exists() and not _written_into(target) and not force:
         raise Failed(f"output {target} exists (use --force to overwrite)")
+
+
+def _written_into(target):
+    """An existing output that is written into, never replaced by a rename: a FIFO, a device, or a
+    link to an open descriptor (/dev/stdout, /dev/fd/1, /proc/self/fd/1), which leads to where the
+    shell sent it, a regular file included (a rename would replace the link)."""
+    if not target.is_file():
+        return True
+
+    def under_proc(path):
+        return Path(os.path.realpath(os.path.dirname(os.path.abspath(path)))).parts[1:2] == (
+            "proc",)
+
+    return under_proc(target) or (target.is_symlink() and under_proc(
+        os.path.join(os.path.dirname(os.path.abspath(target)), os.readlink(target))))
 
 
 @contextmanager
@@ -239,7 +254,7 @@ def _write(target, data):
                 view = view[stdout.buffer.write(view):]
             stdout.buffer.flush()
         return
-    if target.exists() and not target.is_file():
+    if target.exists() and _written_into(target):
         _write_into(target, data)
         return
     with shielded():
@@ -263,7 +278,7 @@ def _write_into(target, data):
     """Write into a FIFO or a device, as it is (nothing is created). Not shielded from signals:
     a FIFO holds the write until a reader comes, and the command must stay stoppable."""
     try:
-        with open(os.open(target, os.O_WRONLY), "wb") as stream:
+        with open(os.open(target, os.O_WRONLY | os.O_TRUNC), "wb") as stream:
             stream.write(data)
     except OSError as error:
         raise _cannot_write(target, error) from None
@@ -724,8 +739,11 @@ def compare(original, file, output, crop, force, max_pixels):
     from .images import encode_image, read_image
 
     _stdin_once((original, file))
+    if output.endswith(("/", os.sep)):
+        raise click.UsageError("-o names the picture to write, not a folder")
     reference_path, picture_path = _path(original), _path(output)
     _output_format(picture_path.suffix)
+    files.lift_pillows_size_limit()
 
     def read_reference():
         if picture_path.exists() and _same_file(reference_path, picture_path):

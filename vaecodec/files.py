@@ -31,17 +31,22 @@ def compress(data, quality=None, max_pixels=MAX_PIXELS, **options):
     """Image file bytes (or an H×W[×C] uint8 array) → `.vae` bytes; `options` are
     `codec.compress`'s (target_bpp, target_psnr, max_bytes, strict, strip, effort, device,
     precision)."""
-    from PIL import Image
-
     from .codec import compress as encode
 
-    # In the command's processes (this one, its workers, Ray's), --max-pixels alone limits the
-    # images read: Pillow's decompression-bomb check gives way to the codec's, which reads the
-    # size from the header too, before any pixels are allocated (a library leaves Pillow's).
-    Image.MAX_IMAGE_PIXELS = None
+    lift_pillows_size_limit()
     # The codec decodes the file itself: a decoded image passed from here would stay referenced
     # by this call until it returned (72 MB of a 24 MP photo beside the codec's own copy).
     return encode(data, quality, max_pixels=max_pixels, **options)
+
+
+def lift_pillows_size_limit():
+    """In the command's processes (its own, its workers, Ray's), --max-pixels alone limits the
+    images read: Pillow's decompression-bomb check gives way to the codec's, which reads the size
+    from the header too, before any pixels are allocated. The library leaves Pillow's limit to
+    the program that imports it."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
 
 
 def decompress(data, extension, quality=OUTPUT_QUALITY, max_pixels=MAX_PIXELS, **options):

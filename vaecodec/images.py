@@ -7,13 +7,12 @@ import warnings
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin
 
-from .bitstream import MAX_PIXELS, METADATA, check_size
+from .bitstream import MAX_PIXELS, METADATA, MODES, check_size
 from .errors import CodecError, ConversionWarning
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".ppm",
                   ".pgm", ".gif")  # what folders are scanned for
-STORED_MODES = ("L", "LA", "RGB", "RGBA")  # the modes the codec stores
-_ARRAY_MODES = dict(enumerate(STORED_MODES, start=1))  # by an array's number of channels
+_ARRAY_MODES = dict(enumerate(MODES, start=1))  # by an array's number of channels
 # The colour space (bytes 16:20 of its header) of an ICC profile that fits each stored mode.
 _PROFILE_SPACES = {"L": b"GRAY", "LA": b"GRAY", "RGB": b"RGB ", "RGBA": b"RGB "}
 EXIF_PREFIX = b"Exif\x00\x00"  # what Pillow keeps before the EXIF in `info` (JPEG's APP1 header)
@@ -30,9 +29,9 @@ LOSSY_OPTIONS = {"JPEG": {"subsampling": 0}, "WEBP": {}, "AVIF": {"subsampling":
 # with a note), not documents (PDF, EPS), icons that resize them, nor .vae again; and the stored
 # modes each holds as written here (Pillow's BMP keeps no alpha, nor its GIF a grey image's; WebP,
 # AVIF at 4:4:4 and QOI keep no grey).
-WRITTEN = {"PNG": STORED_MODES, "JPEG": ("L", "RGB"), "WEBP": ("RGB", "RGBA"),
-           "AVIF": ("RGB", "RGBA"), "TIFF": STORED_MODES, "BMP": ("L", "RGB"),
-           "PPM": ("L", "RGB"), "JPEG2000": STORED_MODES, "TGA": STORED_MODES,
+WRITTEN = {"PNG": MODES, "JPEG": ("L", "RGB"), "WEBP": ("RGB", "RGBA"),
+           "AVIF": ("RGB", "RGBA"), "TIFF": MODES, "BMP": ("L", "RGB"),
+           "PPM": ("L", "RGB"), "JPEG2000": MODES, "TGA": MODES,
            "QOI": ("RGB", "RGBA"), "GIF": ("L", "RGB", "RGBA")}
 # Their default quality. On Kodak decodes at quality 75 (34.40 dB), Pillow's defaults took 1.94 dB
 # off as JPEG, 1.44 as WebP, 0.81 as AVIF; these settings 0.64, 0.66 and 0.31
@@ -94,7 +93,7 @@ def _stored(image, profile):
         warnings.warn("converted CMYK image to RGB (sRGB, through its ICC profile)",
                       ConversionWarning, stacklevel=4)
         return srgb, b""  # sRGB: what an image without a profile is taken to be
-    if image.mode in STORED_MODES and "transparency" not in image.info:
+    if image.mode in MODES and "transparency" not in image.info:
         return image, _fitting_profile(profile, image.mode)
     converted = _converted(image)
     warnings.warn(f"converted {image.mode} image to {converted.mode}", ConversionWarning,
@@ -267,7 +266,11 @@ def _writable(image, fmt):
     if image.mode.endswith("A") and not mode.endswith("A"):
         warnings.warn(f"{fmt} has no alpha channel: alpha dropped", ConversionWarning,
                       stacklevel=3)
-    return image if mode == image.mode else image.convert(mode)
+    if mode == image.mode:
+        return image
+    written = image.convert(mode)  # grey as colour: a grey ICC profile no longer fits
+    written.info["icc_profile"] = _fitting_profile(image.info.get("icc_profile") or b"", mode)
+    return written
 
 
 def _written_mode(mode, held):
