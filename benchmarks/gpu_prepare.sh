@@ -31,7 +31,7 @@ rm -rf .pack .whl .gpu_in
 python3 -m vaecodec pack-images "$data/train" -o .pack
 wheel=(python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12
        --implementation cp -d .whl)
-"${wheel[@]}" --platform manylinux_2_17_x86_64 constriction pytorch-msssim
+"${wheel[@]}" --platform manylinux_2_17_x86_64 'constriction>=0.4,<0.6' pytorch-msssim  # pyproject's pin
 "${wheel[@]}" --platform manylinux_2_28_x86_64 'pillow>=11.3'
 kodak=("$data"/kodak/*.png)
 cp "${kodak[@]:0:$kodak_images}" "$subset"
