@@ -107,13 +107,13 @@ def test_a_truncated_file_is_a_codec_error():
         vaecodec.compress(truncated)
 
 
-@pytest.mark.parametrize("mode,expected", [("1", "L"), ("I;16", "L"), ("P", "RGB"),
-                                           ("CMYK", "RGB")])
-def test_grey_modes_become_l_and_colour_ones_rgb(mode, expected):
+@pytest.mark.parametrize("mode,expected,name", [("1", "L", "1-bit"), ("I;16", "L", "I;16"),
+                                                ("P", "RGB", "P"), ("CMYK", "RGB", "CMYK")])
+def test_grey_modes_become_l_and_colour_ones_rgb(mode, expected, name):
     image = Image.linear_gradient("L").resize((64, 48)).convert(mode)
     (stored_mode, _, alpha, _), notes = stored(image)
     assert (stored_mode, alpha) == (expected, None)
-    assert notes == [f"converted {mode} image to {expected}"]
+    assert notes == [f"converted {name} image to {expected}"]
 
 
 def test_sixteen_bit_transparency_becomes_alpha():

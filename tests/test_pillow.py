@@ -93,6 +93,18 @@ def test_open_reads_only_the_header(tmp_path, photo):
     assert out == f"(128, 96) RGB {len(ICC)} False\n"
 
 
+def test_pillows_size_limit_governs_open(photo, monkeypatch):
+    """As for Pillow's own formats: beyond vaecodec's default limit (67 MP) a file opens, and
+    Image.MAX_IMAGE_PIXELS alone refuses it, from the header, before anything is decoded."""
+    small = Bitstream.from_bytes(vaecodec.compress(photo.crop((0, 0, 16, 16))))
+    huge = Bitstream(**{**vars(small), "width": 12000, "height": 9000}).to_bytes()  # 108 MP
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10 ** 9)
+    assert Image.open(io.BytesIO(huge)).size == (12000, 9000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10 ** 6)
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(huge))
+
+
 def test_pixels_are_decoded_even_when_the_file_is_larger_than_them(tmp_path):
     """A 1×1 L image with an XMP packet: Pillow must not memory-map the file as raw pixels."""
     Image.new("L", (1, 1), 200).save(tmp_path / "dot.vae", xmp=XMP)

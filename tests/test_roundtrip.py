@@ -82,11 +82,11 @@ def test_paths_are_accepted(photo, tmp_path):
         vaecodec.decompress(tmp_path)
 
 
-@pytest.mark.parametrize("mode,stored", [("P", "RGB"), ("CMYK", "RGB"), ("I;16", "L"),
-                                         ("1", "L")])
-def test_other_modes_are_converted_with_a_note(photo, mode, stored):
+@pytest.mark.parametrize("mode,stored,name", [("P", "RGB", "P"), ("CMYK", "RGB", "CMYK"),
+                                              ("I;16", "L", "I;16"), ("1", "L", "1-bit")])
+def test_other_modes_are_converted_with_a_note(photo, mode, stored, name):
     """Colour to RGB, grey to L."""
-    with pytest.warns(UserWarning, match=f"converted {mode} image to {stored}"):
+    with pytest.warns(UserWarning, match=f"converted {name} image to {stored}"):
         data = vaecodec.compress(photo.convert(mode))
     assert Bitstream.from_bytes(data).mode == stored
 

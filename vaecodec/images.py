@@ -96,7 +96,8 @@ def _stored(image, profile):
     if image.mode in MODES and "transparency" not in image.info:
         return image, _fitting_profile(profile, image.mode)
     converted = _converted(image)
-    warnings.warn(f"converted {image.mode} image to {converted.mode}", ConversionWarning,
+    source = "1-bit" if image.mode == "1" else image.mode  # not "converted 1 image", a count
+    warnings.warn(f"converted {source} image to {converted.mode}", ConversionWarning,
                   stacklevel=4)
     return converted, _fitting_profile(profile, converted.mode)
 

@@ -7,6 +7,8 @@ effort).
 Only the container is parsed on open, so this module does not import torch.
 """
 
+import math
+
 from PIL import Image, ImageFile
 
 from .bitstream import MAGIC, METADATA, Bitstream
@@ -31,7 +33,9 @@ class VaeImageFile(ImageFile.ImageFile):
     format_description = "vaecodec learned image codec"
 
     def _open(self):
-        self._stream = Bitstream.from_bytes(self.fp.read())
+        # The size is Pillow's to limit, as for its own formats (Image.MAX_IMAGE_PIXELS: a warning
+        # above it, an error above twice it), checked once this returns, before any decoding.
+        self._stream = Bitstream.from_bytes(self.fp.read(), max_pixels=math.inf)
         self._size = (self._stream.width, self._stream.height)
         self._mode = self._stream.mode
         self.info.update(pillow_info(self._stream.metadata()))
