@@ -394,6 +394,9 @@ def test_quiet_shows_errors_only(folder):
 def test_quality_and_target_together_is_a_usage_error(folder):
     result = run("compress", folder / "a.png", "-q", 50, "--target-psnr", 30)
     assert result.exit_code == 2 and "only one of -q/--quality and --target-psnr" in result.stderr
+    result = run("compress", folder / "a.png", "-q", 50, "--strict")  # it would change nothing
+    assert result.exit_code == 2 and "--strict applies to a target" in result.stderr
+    assert not (folder / "a.vae").exists()
 
 
 def test_metadata_survives_the_command_line(folder):

@@ -561,6 +561,9 @@ def compress(inputs, output, recursive, quality, target_bpp, target_psnr, max_by
         f"--{name.replace('_', '-')}" for name, value in targets.items() if value is not None]
     if len(given) > 1:
         raise click.UsageError(f"give only one of {' and '.join(given)}")
+    if strict and all(value is None for value in targets.values()):
+        raise click.UsageError("--strict applies to a target: --target-bpp, --target-psnr or "
+                               "--max-bytes")
     options = dict(targets, strict=strict, strip=strip, effort=effort, max_pixels=max_pixels,
                    device=device, precision=precision)
 
