@@ -204,3 +204,11 @@ def test_each_format_writes_each_stored_mode(fmt, mode):
             ) == dropped
     assert written.format == fmt
     assert ("A" in written.mode or "transparency" in written.info) == ("A" in mode and not dropped)
+
+
+def test_notes_point_at_the_line_that_called_vaecodec():
+    """A library's warning names its caller's line, not one inside the library."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vaecodec.compress(Image.new("CMYK", (16, 16)), quality=50)
+    assert [(note.category, note.filename) for note in caught] == [(ConversionWarning, __file__)]

@@ -2,13 +2,12 @@
 plus an optional alpha plane, and decoded arrays become PIL images in the original mode."""
 
 import io
-import warnings
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin
 
 from .bitstream import MAX_PIXELS, METADATA, MODES, check_size
-from .errors import CodecError, ConversionWarning
+from .errors import CodecError, note
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".ppm",
                   ".pgm", ".gif")  # what folders are scanned for
@@ -75,7 +74,7 @@ def _from_pil(image):
     frames = _frames(image)
     if frames > 1:
         which = "the first" if image.tell() == 0 else f"frame {image.tell() + 1}"
-        warnings.warn(f"only {which} of {frames} frames kept", ConversionWarning, stacklevel=3)
+        note(f"only {which} of {frames} frames kept")
     image = ImageOps.exif_transpose(image)  # also drops the orientation from its EXIF and XMP
     exif = image.info.get("exif", b"")
     metadata = {"icc_profile": image.info.get("icc_profile") or b"",
@@ -90,15 +89,13 @@ def _stored(image, profile):
     with a note for each change."""
     srgb = _srgb(image, profile)
     if srgb is not None:
-        warnings.warn("converted CMYK image to RGB (sRGB, through its ICC profile)",
-                      ConversionWarning, stacklevel=4)
+        note("converted CMYK image to RGB (sRGB, through its ICC profile)")
         return srgb, b""  # sRGB: what an image without a profile is taken to be
     if image.mode in MODES and "transparency" not in image.info:
         return image, _fitting_profile(profile, image.mode)
     converted = _converted(image)
     source = "1-bit" if image.mode == "1" else image.mode  # not "converted 1 image", a count
-    warnings.warn(f"converted {source} image to {converted.mode}", ConversionWarning,
-                  stacklevel=4)
+    note(f"converted {source} image to {converted.mode}")
     return converted, _fitting_profile(profile, converted.mode)
 
 
@@ -148,8 +145,7 @@ def _fitting_profile(profile, mode):
     if not profile or space == _PROFILE_SPACES[mode]:
         return profile
     name = space.strip().decode() if space.strip().isalnum() else "unreadable"
-    warnings.warn(f"ICC profile dropped: its colour space ({name}) does not fit an {mode} image",
-                  ConversionWarning, stacklevel=5)
+    note(f"ICC profile dropped: its colour space ({name}) does not fit an {mode} image")
     return b""
 
 
@@ -241,7 +237,7 @@ def encode_image(image, extension, quality=OUTPUT_QUALITY):
         losses = [*(["GIF holds 256 colours: reduced to a palette"] if "RGB" in image.mode
                     else []),
                   *(["GIF's transparency is all or nothing"] if "A" in image.mode else [])]
-        warnings.warn("; ".join(losses), ConversionWarning, stacklevel=2)
+        note("; ".join(losses))
     image = _writable(image, fmt)
     options = {key: image.info[key] for key in METADATA if image.info.get(key)}
     if fmt in LOSSY_OPTIONS:
@@ -265,8 +261,7 @@ def _writable(image, fmt):
     where it holds no alpha (a note says so)."""
     mode = _written_mode(image.mode, WRITTEN[fmt])
     if image.mode.endswith("A") and not mode.endswith("A"):
-        warnings.warn(f"{fmt} has no alpha channel: alpha dropped", ConversionWarning,
-                      stacklevel=3)
+        note(f"{fmt} has no alpha channel: alpha dropped")
     if mode == image.mode:
         return image
     written = image.convert(mode)  # grey as colour: a grey ICC profile no longer fits
@@ -290,8 +285,7 @@ def _xmp_options(fmt, xmp, exif):
         try:
             text = xmp.decode()
         except UnicodeDecodeError:
-            warnings.warn("XMP dropped: PNG holds it only as UTF-8 text", ConversionWarning,
-                          stacklevel=2)
+            note("XMP dropped: PNG holds it only as UTF-8 text")
             return {}
         chunks = PngImagePlugin.PngInfo()
         chunks.add_itxt("XML:com.adobe.xmp", text)
@@ -303,7 +297,6 @@ def _xmp_options(fmt, xmp, exif):
         tags[ExifTags.Base.XMLPacket] = xmp
         return {"exif": tags}
     if fmt == "JPEG" and len(xmp) > JPEG_MAX_XMP:
-        warnings.warn(f"XMP dropped: {len(xmp)} bytes, where a JPEG holds {JPEG_MAX_XMP}",
-                      ConversionWarning, stacklevel=2)
+        note(f"XMP dropped: {len(xmp)} bytes, where a JPEG holds {JPEG_MAX_XMP}")
         return {}
     return {"xmp": xmp}

@@ -11,11 +11,10 @@ hyper-latent, the prior and the entropy coder (and for a PSNR the synthesis); at
 """
 
 import math
-import warnings
 from dataclasses import dataclass
 
 from .bitstream import is_number, quality_code
-from .errors import CodecError, TargetWarning
+from .errors import CodecError, TargetWarning, note
 
 LOWEST, HIGHEST = quality_code(1), quality_code(100)
 EARLY_STOP = 1 / 3  # a probe within this share of the promised tolerance ends the search
@@ -108,5 +107,5 @@ def search(probe, target, strict=False):
         message = f"{target} is {reach}: quality {code / 100:g} gives {target.show(achieved)}"
         if strict:
             raise CodecError(message)
-        warnings.warn(f"{message}; kept that file", TargetWarning, stacklevel=3)
+        note(f"{message}; kept that file", TargetWarning)
     return data, code / 100
