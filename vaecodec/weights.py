@@ -7,7 +7,6 @@ bitstream carries so that a file is never decoded with a model it was not made w
 
 import hashlib
 import io
-import mmap
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -60,12 +59,9 @@ def upgrade(config, state_dict):
 
 
 def read(source):
-    """A weights file (path or bytes) → its dictionary, checked, config and state dict upgraded.
-    A file is memory-mapped: its tensors are read where they are used, not copied first."""
-    if isinstance(source, bytes):
-        state = torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
-    else:
-        state = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+    """A weights file (path or bytes) → its dictionary, checked, config and state dict upgraded."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if state.get("format") not in READABLE_FORMATS:
         raise CodecError(f"unsupported weights format {state.get('format')}")
     config, state_dict = upgrade(state["config"], state["state_dict"])
@@ -117,7 +113,8 @@ class Codec:
     def __init__(self, path):
         path = Path(path)
         try:
-            state = read(path)
+            data = path.read_bytes()
+            state = read(data)
             with _SkipRandomInit():
                 self.model = VAE(**state["config"])
             self.model.load_state_dict(state["state_dict"])  # strict: every tensor overwritten
@@ -134,7 +131,7 @@ class Codec:
             transform.to(memory_format=torch.channels_last)
         self._priors = {}
         self.prior = self.prior_on(torch.device("cpu"))
-        self.model_id = _identity(path)
+        self.model_id = hashlib.sha256(data).digest()[:8]
 
     def prior_on(self, device):
         """The exact prior with its integer weights on `device`: the same tables as on the CPU,
@@ -143,13 +140,6 @@ class Codec:
         if device not in self._priors:
             self._priors[device] = ExactPrior(self.model, device)
         return self._priors[device]
-
-
-def _identity(path):
-    """The model id: the first 8 bytes of the SHA-256 of the weights file, hashed where it lies
-    (memory-mapped, like the tensors: no copy)."""
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return hashlib.sha256(data).digest()[:8]
 
 
 def load(path=None):
