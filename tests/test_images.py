@@ -211,4 +211,6 @@ def test_notes_point_at_the_line_that_called_vaecodec():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         vaecodec.compress(Image.new("CMYK", (16, 16)), quality=50)
-    assert [(note.category, note.filename) for note in caught] == [(ConversionWarning, __file__)]
+        Image.new("CMYK", (16, 16)).save(io.BytesIO(), "VAE")  # through Pillow's save
+    assert [(note.category, note.filename) for note in caught] == [(ConversionWarning,
+                                                                    __file__)] * 2

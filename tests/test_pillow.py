@@ -103,6 +103,11 @@ def test_pillows_size_limit_governs_open(photo, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10 ** 6)
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(huge))
+    # The codec works on whole cells of 64 pixels: a thin image counts its padded area, here
+    # 64 × 1 000 000 pixels against the limit of 2 000 000, where width × height is 1 000 000.
+    thin = Bitstream(**{**vars(small), "width": 1, "height": 10 ** 6}).to_bytes()
+    with pytest.raises(Image.DecompressionBombError, match="once padded"):
+        Image.open(io.BytesIO(thin))
 
 
 def test_pixels_are_decoded_even_when_the_file_is_larger_than_them(tmp_path):

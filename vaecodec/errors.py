@@ -1,6 +1,5 @@
 """The one error type users see, and the warnings the command line shows as one-line notes."""
 
-import os
 import sys
 import warnings
 
@@ -22,9 +21,10 @@ class TargetWarning(Note):
 
 
 def note(message, kind=ConversionWarning):
-    """Warn, pointing at the line that called into vaecodec, as a library's warnings should,
-    however deep inside it the note arose."""
-    package, frame, level = os.path.dirname(__file__), sys._getframe(1), 2  # 1: this line
-    while frame is not None and frame.f_code.co_filename.startswith(package + os.sep):
+    """Warn, pointing at the line that called into vaecodec (or into Pillow, whose `save` calls
+    the plugin), as a library's warnings should, however deep inside it the note arose."""
+    frame, level = sys._getframe(1), 2  # level 1: this line
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
+            "vaecodec", "PIL"):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, kind, stacklevel=level)

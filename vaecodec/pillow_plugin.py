@@ -11,7 +11,8 @@ import math
 
 from PIL import Image, ImageFile
 
-from .bitstream import MAGIC, METADATA, Bitstream
+from .bitstream import MAGIC, METADATA, Bitstream, check_size
+from .errors import CodecError
 from .images import pillow_info
 
 FORMAT = "VAE"
@@ -34,8 +35,17 @@ class VaeImageFile(ImageFile.ImageFile):
 
     def _open(self):
         # The size is Pillow's to limit, as for its own formats (Image.MAX_IMAGE_PIXELS: a warning
-        # above it, an error above twice it), checked once this returns, before any decoding.
+        # above it, an error above twice it), before any decoding. Pillow counts width × height
+        # once this returns; the codec works on the image padded to multiples of STRIDE, up to
+        # 64 times that for a thin one, so the error counts the padded area.
         self._stream = Bitstream.from_bytes(self.fp.read(), max_pixels=math.inf)
+        if Image.MAX_IMAGE_PIXELS is not None:
+            try:
+                check_size(self._stream.width, self._stream.height, 2 * Image.MAX_IMAGE_PIXELS)
+            except CodecError as error:
+                raise Image.DecompressionBombError(
+                    f"{error}, twice Image.MAX_IMAGE_PIXELS: could be a decompression bomb"
+                ) from None
         self._size = (self._stream.width, self._stream.height)
         self._mode = self._stream.mode
         self.info.update(pillow_info(self._stream.metadata()))
