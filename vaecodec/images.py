@@ -42,9 +42,10 @@ def split_channels(image, max_pixels=MAX_PIXELS):
     """PIL image or H×W[×C] uint8 array → (rgb H×W×3 uint8, alpha H×W uint8 or None, mode,
     metadata: the ICC profile, EXIF and XMP as keyword arguments of `Bitstream`).
 
-    Modes other than L, LA, RGB and RGBA are converted (1-bit, 16-bit … grey → L, palette, CMYK
-    … → RGB, or LA/RGBA where they carry transparency) with a warning, since the codec stores only
-    those four; so is an ICC profile that no longer fits the pixels (converted or dropped).
+    Modes other than L, LA, RGB and RGBA are converted (1-bit, 16-bit … grey → L, palette,
+    CMYK … → RGB, or LA/RGBA where they carry transparency) with a warning, since the codec
+    stores only those four; so is an ICC profile that no longer fits the pixels (converted or
+    dropped).
     """
     metadata = {}
     if isinstance(image, Image.Image):
