@@ -313,9 +313,28 @@ def test_jobs_give_the_same_files_and_report_as_one_process(folder):
         assert result.exit_code == 0 and Image.open(out / "a.jpg").format == "JPEG"
         sizes[quality] = (out / "a.jpg").stat().st_size
     assert sizes[40] < 0.7 * sizes[95]
-    # Run in this process, the command leaves none of its caller's objects frozen out of the
-    # garbage collector (forked workers start with them frozen: workers.py).
-    assert gc.get_freeze_count() == 0
+
+
+CODEC_IMPORT = """
+import gc, sys
+from vaecodec import files
+if sys.argv[1] == "off":
+    gc.disable()
+full = gc.get_stats()[2]["collections"]
+files.codec()
+print(gc.isenabled(), gc.get_stats()[2]["collections"] - full, gc.get_freeze_count(),
+      len(gc.get_objects()))
+"""
+
+
+@pytest.mark.parametrize("collector", ["on", "off"])
+def test_torch_is_imported_without_full_collections_and_frozen_out_of_later_ones(collector):
+    result = subprocess.run([sys.executable, "-c", CODEC_IMPORT, collector], capture_output=True,
+                            text=True, check=True)
+    enabled, full_collections, frozen, collected = result.stdout.split()
+    assert enabled == str(collector == "on")  # the caller's setting, restored
+    assert full_collections == "0"
+    assert int(frozen) > 100_000 > 10 * int(collected)  # what later collections still go over
 
 
 def test_existing_outputs_are_refused_before_the_workers_start(folder):

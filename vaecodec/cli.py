@@ -425,10 +425,8 @@ def _in_workers(pairs, force, said, convert, map_in_workers):
 
 def _load_weights():
     """The default weights, loaded before workers are forked (workers.pool's `preload`)."""
-    from . import weights
-
     try:
-        weights.load()
+        files.codec().weights.load()
     except CodecError:
         pass  # each file then says so, as without --jobs
 
@@ -479,10 +477,8 @@ def _local_options(command):
 
 def _check_device(context, parameter, device):
     """A device that is not there is a usage error, before any work."""
-    from .compute import pick_device
-
     try:
-        pick_device(device)
+        files.codec().compute.pick_device(device)
     except CodecError as error:
         raise click.BadParameter(str(error)) from None
     return device

@@ -19,7 +19,6 @@ all workers where CUDA is present, which a forked child cannot use either.
 """
 
 import collections
-import gc
 import multiprocessing
 import os
 import signal
@@ -41,7 +40,7 @@ def pool(jobs, preload=None):
     `jobs` worker processes started when its first result is asked for, or `lost(item)` for an
     item whose worker died; they are stopped when the block ends. Forked workers start after
     `preload()` (what they all need: the weights)."""
-    executors, frozen = [], []
+    executors = []
 
     def map_in_workers(function, items, lost):
         processes = min(jobs, len(items))
@@ -51,13 +50,6 @@ def pool(jobs, preload=None):
         fork = threads == 1 and not torch.cuda.is_available()
         if fork and preload:
             preload()
-        if fork:
-            # The command's objects (torch's among them) out of the workers' collections: a
-            # worker's first full collection would otherwise write to every one of them and so
-            # copy their pages, 90 ms of its first image (Kodak with --jobs 2: 4.64–4.73 s →
-            # 4.44–4.63 s). They go back into collections when the workers stop.
-            gc.freeze()
-            frozen.append(True)
         context = multiprocessing.get_context("fork" if fork else "spawn")
 
         def start():
@@ -72,8 +64,6 @@ def pool(jobs, preload=None):
     finally:
         for executor in executors:
             _stop(executor)
-        if frozen:
-            gc.unfreeze()
 
 
 def _in_order(function, items, lost, start, at_once):
