@@ -8,7 +8,8 @@
   `update(force=True)`: they cost what trained ones do) and JPEG, WebP and AVIF from imagecodecs.
   CompressAI is optional; it needs its own virtualenv (see the README).
 - The whole command, median of 5: `vaecodec compress kodim01.png` and `vaecodec decompress` of its
-  file, Python start-up, torch import and weights load included.
+  file, Python start-up, torch import and weights load included, taking turns with the peer
+  `python -c "import torch"`.
 - A batch: the Kodak folder with `--jobs 2`, against the same on one core (`taskset`, so torch
   also sees one core) and with the default `--jobs 1`, in images per second (best of 2 rounds).
 - Sizes (megapixels, 3:2): the command's time per megapixel and peak resident memory, compress
@@ -147,12 +148,17 @@ def compile_bytecode():
 
 
 def whole_command(image, tmp, runs=5):
-    """Median wall time of `vaecodec compress IMAGE` and `vaecodec decompress` of its file."""
+    """Median wall time of `vaecodec compress IMAGE`, `vaecodec decompress` of its file and, as
+    the peer, `python -c "import torch"` in this environment, the three taking turns."""
     vae, png = tmp / "cli.vae", tmp / "cli.png"
-    compress = [command(["compress", image, "-o", vae, "-f"])[0] for _ in range(runs)]
-    decompress = [command(["decompress", vae, "-o", png, "-f"])[0] for _ in range(runs)]
-    return {"compress_s": statistics.median(compress),
-            "decompress_s": statistics.median(decompress)}
+    times = {"compress_s": [], "decompress_s": [], "import_torch_s": []}
+    for _ in range(runs):
+        times["compress_s"].append(command(["compress", image, "-o", vae, "-f"])[0])
+        times["decompress_s"].append(command(["decompress", vae, "-o", png, "-f"])[0])
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        times["import_torch_s"].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def batch(folder, tmp, rounds=2):
@@ -202,7 +208,10 @@ def markdown(result):
     if "command" in result:
         c = result["command"]
         lines += [f"Whole command on kodim01.png, median of 5: compress {c['compress_s']:.2f} s, "
-                  f"decompress {c['decompress_s']:.2f} s.", ""]
+                  f"decompress {c['decompress_s']:.2f} s; `python -c \"import torch\"` "
+                  f"{c['import_torch_s']:.2f} s in turn with them "
+                  f"({c['compress_s'] / c['import_torch_s']:.2f}× and "
+                  f"{c['decompress_s'] / c['import_torch_s']:.2f}× that).", ""]
     if "batch" in result:
         b = result["batch"]
         lines += [f"Kodak folder: {b['jobs_2']:.2f} images/s with --jobs 2, {b['one_core']:.2f} "
