@@ -20,7 +20,7 @@ import numpy as np
 import ray
 import ray.data
 
-from . import files, weights
+from . import files
 from .bitstream import MAX_PIXELS
 from .errors import CodecError
 from .images import OUTPUT_QUALITY
@@ -70,6 +70,8 @@ def _convert(dataset, convert):
         paths = [{"path": os.fspath(path)} for path in dataset]
         dataset = ray.data.from_items(paths, override_num_blocks=max(len(paths), 1))
         dataset.context.execution_options.preserve_order = True
+    from . import weights  # in the caller's process: its collector is left as it is
+
     runtime_env = ({"env_vars": {"VAECODEC_WEIGHTS": os.environ["VAECODEC_WEIGHTS"]}}
                    if os.environ.get("VAECODEC_WEIGHTS") else None)
     return dataset.map_batches(_convert_batch, batch_size=1, batch_format="numpy", num_cpus=1,
@@ -93,7 +95,7 @@ def _convert_one(convert, item, model_id):
     """(output, None, notes) or (None, the one-line error, [])."""
     try:
         with files.collected_notes() as notes:
-            loaded = weights.load()  # once per worker process, then cached
+            loaded = files.codec().weights.load()  # once per worker process, then cached
             if loaded.model_id != model_id:
                 raise CodecError(f"this worker's weights are model {loaded.model_id.hex()}, "
                                  f"the caller's {model_id.hex()}")

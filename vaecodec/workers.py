@@ -113,9 +113,8 @@ def _start(threads):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    import torch
-
     from .allocator import keep_freed_memory
+    from .files import codec
 
     keep_freed_memory()  # inherited by a forked worker already; a spawned one starts afresh
-    torch.set_num_threads(threads)
+    codec().torch.set_num_threads(threads)  # a spawned worker imports torch as the command does
