@@ -349,6 +349,19 @@ def test_torch_is_imported_without_full_collections_and_frozen_out_of_later_ones
     assert int(frozen) > 100_000  # torch's objects, out of later collections
 
 
+def test_refusals_before_the_first_file_come_without_importing_torch(folder):
+    """An existing output or a missing input is said at once, not after torch's second."""
+    script = ("import atexit, sys; atexit.register(lambda: print('torch' in sys.modules)); "
+              "from vaecodec.__main__ import main; main()")
+    (folder / "a.vae").write_bytes(b"keep me")
+    for args in (["compress", folder / "missing.png"], ["decompress", folder / "missing.vae"],
+                 ["compress", folder / "a.png", "-o", folder / "a.vae", "--jobs", "2"]):
+        result = subprocess.run([sys.executable, "-c", script, *map(str, args)],
+                                capture_output=True, text=True)
+        assert result.returncode == 1 and result.stderr.startswith("error: ")
+        assert result.stdout.split() == ["False"]
+
+
 def test_existing_outputs_are_refused_before_the_workers_start(folder):
     (folder / "out").mkdir()
     (folder / "out" / "a.vae").write_bytes(b"keep me")

@@ -476,11 +476,14 @@ def _local_options(command):
 
 
 def _check_device(context, parameter, device):
-    """A device that is not there is a usage error, before any work."""
-    try:
-        files.codec().compute.pick_device(device)
-    except CodecError as error:
-        raise click.BadParameter(str(error)) from None
+    """A device that is not there is a usage error, before any work. auto and cpu always are:
+    torch is imported for the first file then, so that a refusal before any (an existing output,
+    a missing input) comes at once."""
+    if device not in ("auto", "cpu"):
+        try:
+            files.codec().compute.pick_device(device)
+        except CodecError as error:
+            raise click.BadParameter(str(error)) from None
     return device
 
 

@@ -45,9 +45,9 @@ def pool(jobs, preload=None):
     def map_in_workers(function, items, lost):
         processes = min(jobs, len(items))
         threads = max(1, cores() // processes)
-        import torch
+        from .files import codec
 
-        fork = threads == 1 and not torch.cuda.is_available()
+        fork = threads == 1 and not codec().torch.cuda.is_available()
         if fork and preload:
             preload()
         context = multiprocessing.get_context("fork" if fork else "spawn")
