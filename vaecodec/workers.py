@@ -53,9 +53,19 @@ def pool(jobs, preload=None):
         context = multiprocessing.get_context("fork" if fork else "spawn")
 
         def start():
-            executors.append(ProcessPoolExecutor(processes, context, initializer=_start,
-                                                 initargs=(threads,)))
-            return executors[-1]
+            executor = ProcessPoolExecutor(processes, context, initializer=_start,
+                                           initargs=(threads,))
+            executors.append(executor)
+            # Every worker at once. Spawned ones would otherwise start one per file handed out,
+            # and the executor watches only the workers it knew of when it began to wait: one
+            # that died before the next result went unnoticed until then, and the file handed
+            # out meanwhile was lost with it (forked ones start at once anyway). The executor's
+            # own private method for forked workers: 3.11 on and later 3.10 releases have it.
+            launch = getattr(executor, "_launch_processes", None)
+            if launch:
+                with _signals_held():
+                    launch()
+            return executor
 
         return _in_order(function, items, lost, start, processes)
 
@@ -89,13 +99,20 @@ def _in_order(function, items, lost, start, at_once):
 
 
 def _submit(executor, function, item):
-    """`executor.submit(function, item)`, which may start a worker: it starts with SIGINT and
-    SIGTERM blocked, so that none reaches it before _start has set what they do there. Here
-    they take effect once the worker is started and known, so that _stop stops it."""
+    """`executor.submit(function, item)`, which may start a worker (see _signals_held)."""
+    with _signals_held():
+        return executor.submit(function, item)
+
+
+@contextmanager
+def _signals_held():
+    """Workers started inside start with SIGINT and SIGTERM blocked, so that none reaches one
+    before _start has set what they do there. Here they take effect once the workers are
+    started and known, so that _stop stops them."""
     with shielded():
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
-            return executor.submit(function, item)
+            yield
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
