@@ -362,6 +362,30 @@ def test_refusals_before_the_first_file_come_without_importing_torch(folder):
         assert result.stdout.split() == ["False"]
 
 
+TORCH_SAYS = """
+import sys, warnings
+
+
+class Speaking:  # a warning as torch is first imported, as torch's own would come
+    def find_spec(self, name, path, target=None):
+        if name == "torch":
+            warnings.warn("torch says this as it loads")
+
+
+sys.meta_path.insert(0, Speaking())
+from vaecodec.__main__ import main
+main()
+"""
+
+
+@pytest.mark.parametrize("source", ["a.png", "-"])
+def test_what_torch_says_as_it_loads_is_shown(folder, source):
+    result = subprocess.run([sys.executable, "-c", TORCH_SAYS, "compress", source, "-o",
+                             folder / "a.vae"], input=(folder / "a.png").read_bytes(),
+                            capture_output=True, cwd=folder)
+    assert result.returncode == 0 and b"torch says this as it loads" in result.stderr
+
+
 def test_existing_outputs_are_refused_before_the_workers_start(folder):
     (folder / "out").mkdir()
     (folder / "out" / "a.vae").write_bytes(b"keep me")

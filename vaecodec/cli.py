@@ -361,6 +361,27 @@ def _progress(pairs, label):
             _bar_on_screen = False
 
 
+def _to_convert(pairs, force):
+    """The inputs of the pairs whose output may be written (_run reports the others)."""
+    sent = set()
+    for source, target in pairs:
+        try:
+            _check_target(source, target, force)
+            sent.add(source)
+        except Failed:
+            pass
+    return sent
+
+
+def _load_codec(pairs, force):
+    """The codec, and torch, imported once some file is to be converted (files.codec): here,
+    outside the notes collected for each file, so that what torch says as it loads is shown,
+    and before Ray or the workers start. Refusals alone (an output in the way, an input that
+    is not there) come at once, without it."""
+    if any(source == STDIO or source.is_file() for source in _to_convert(pairs, force)):
+        files.codec()
+
+
 def _from_rows(pairs, force, said, start):
     """A `work` for _run that writes each file's output as it comes back from elsewhere (a Ray
     cluster, worker processes), and returns `said(output)`.
@@ -368,13 +389,7 @@ def _from_rows(pairs, force, said, start):
     The files whose output may be written (checked here, and again by _run as for a local run)
     are sent at once, `start(paths)`, which gives back their rows (path, output, notes, error)
     in order."""
-    sent = set()
-    for source, target in pairs:
-        try:
-            _check_target(source, target, force)
-            sent.add(source)
-        except Failed:
-            pass  # _run reports it
+    sent = _to_convert(pairs, force)
     rows = start([os.path.abspath(s) for s, _ in pairs if s in sent]) if sent else iter(())
 
     def work(source, target):
@@ -579,6 +594,7 @@ def compress(inputs, output, recursive, quality, target_bpp, target_psnr, max_by
     plan = _plan(inputs, output, IMAGE_SUFFIXES, ".vae", recursive, verbosity, skip_existing,
                  force)
     pairs = plan.pairs
+    _load_codec(pairs, force)
     with workers.pool(jobs, _load_weights) as map_in_workers:
         if use_ray or ray_address:
             work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:
@@ -657,6 +673,7 @@ def decompress(inputs, output, recursive, suffix, quality, force, skip_existing,
     # What the workers and Ray write: they convert files only (no stdin or stdout), and _plan
     # pairs one input with one output, or several with files of one suffix.
     extension = next((extension_of(target) for _, target in pairs if target != STDIO), "")
+    _load_codec(pairs, force)
     with workers.pool(jobs, _load_weights) as map_in_workers:
         if use_ray or ray_address:
             work = _on_ray(pairs, force, ray_address, said, lambda cluster, paths:

@@ -52,8 +52,8 @@ def pool(jobs, preload=None):
             preload()
         context = multiprocessing.get_context("fork" if fork else "spawn")
 
-        def start():
-            executor = ProcessPoolExecutor(processes, context, initializer=_start,
+        def start(count):
+            executor = ProcessPoolExecutor(count, context, initializer=_start,
                                            initargs=(threads,))
             executors.append(executor)
             # Every worker at once. Spawned ones would otherwise start one per file handed out,
@@ -77,10 +77,11 @@ def pool(jobs, preload=None):
 
 
 def _in_order(function, items, lost, start, at_once):
-    """`function(item)` for each item, in order, from the workers of `start()`, `at_once` items
-    being converted at a time. When a worker dies, each of those items gives `lost(item)` and
-    the rest go to the workers of a new `start()`."""
-    executor, waiting, handed_out = start(), collections.deque(items), collections.deque()
+    """`function(item)` for each item, in order, from the workers of `start(count)`, `at_once`
+    items being converted at a time. When a worker dies, each of those items gives `lost(item)`
+    and the rest go to the workers of a new `start`, no more of them than there are items left."""
+    waiting, handed_out = collections.deque(items), collections.deque()
+    executor = start(min(at_once, len(waiting)))
     while waiting or handed_out:
         while waiting and sum(not future.done() for _, future in handed_out) < at_once:
             try:
@@ -88,7 +89,8 @@ def _in_order(function, items, lost, start, at_once):
                 waiting.popleft()
             except BrokenProcessPool:  # a worker died: new ones for the files not handed out
                 _stop(executor)
-                executor = start()
+                at_once = min(at_once, len(waiting))
+                executor = start(at_once)
         item, future = handed_out[0]
         if not future.done():
             wait([future for _, future in handed_out if not future.done()],
@@ -118,10 +120,15 @@ def _signals_held():
 
 
 def _stop(executor):
-    """Stop the workers at once (shutdown() alone would let them finish their files)."""
-    for process in list((executor._processes or {}).values()):  # Python 3.14: terminate_workers()
-        process.terminate()
+    """Stop the workers at once (shutdown() alone would let them finish their files) and wait
+    for them. SIGKILL, since a worker still starting holds SIGTERM back (_signals_held): it
+    would go on starting after the command had gone, and fail on its queues with a traceback."""
+    processes = list((executor._processes or {}).values())  # Python 3.14: kill_workers()
+    for process in processes:
+        process.kill()
     executor.shutdown(cancel_futures=True)
+    for process in processes:
+        process.join()
 
 
 def _start(threads):
