@@ -353,12 +353,14 @@ def test_refusals_before_the_first_file_come_without_importing_torch(folder):
     """An existing output or a missing input is said at once, not after torch's second."""
     script = ("import atexit, sys; atexit.register(lambda: print('torch' in sys.modules)); "
               "from vaecodec.__main__ import main; main()")
-    (folder / "a.vae").write_bytes(b"keep me")
+    for name in ("a.vae", "b.vae"):
+        (folder / name).write_bytes(b"keep me")
     for args in (["compress", folder / "missing.png"], ["decompress", folder / "missing.vae"],
-                 ["compress", folder / "a.png", "-o", folder / "a.vae", "--jobs", "2"]):
+                 ["compress", folder / "a.png", "-o", folder / "a.vae"],
+                 ["compress", folder / "a.png", folder / "b.jpg", "--jobs", "2"]):
         result = subprocess.run([sys.executable, "-c", script, *map(str, args)],
                                 capture_output=True, text=True)
-        assert result.returncode == 1 and result.stderr.startswith("error: ")
+        assert result.returncode == 1 and "\nerror: " in "\n" + result.stderr
         assert result.stdout.split() == ["False"]
 
 
