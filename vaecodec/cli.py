@@ -362,15 +362,14 @@ def _progress(pairs, label):
 
 
 def _to_convert(pairs, force):
-    """The inputs of the pairs whose output may be written (_run reports the others)."""
-    sent = set()
+    """The inputs of the pairs whose output may be written, one by one (_run reports the
+    others)."""
     for source, target in pairs:
         try:
             _check_target(source, target, force)
-            sent.add(source)
         except Failed:
-            pass
-    return sent
+            continue
+        yield source
 
 
 def _load_codec(pairs, force):
@@ -389,7 +388,7 @@ def _from_rows(pairs, force, said, start):
     The files whose output may be written (checked here, and again by _run as for a local run)
     are sent at once, `start(paths)`, which gives back their rows (path, output, notes, error)
     in order."""
-    sent = _to_convert(pairs, force)
+    sent = set(_to_convert(pairs, force))
     rows = start([os.path.abspath(s) for s, _ in pairs if s in sent]) if sent else iter(())
 
     def work(source, target):
