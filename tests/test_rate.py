@@ -97,10 +97,15 @@ def test_max_bytes_on_a_kodak_image(kodak):
     assert 1900 <= len(data) <= 2000
 
 
-def test_target_psnr(photo):
-    image = photo.crop((64, 32, 128, 96))
-    data = vaecodec.compress(image, target_psnr=31)
-    assert psnr(image, vaecodec.decompress(data)) == pytest.approx(31, abs=0.1)
+@pytest.mark.parametrize("mode", ["RGB", "L", "LA"])
+def test_target_psnr_holds_for_the_image_decoded(photo, mode):
+    """For a grey image, the grey that comes back: its RGB reconstruction, which the search
+    measured before, is 0.2-0.8 dB worse than the grey it averages to."""
+    image = photo.crop((64, 32, 128, 96)).convert(mode)
+    decoded = vaecodec.decompress(vaecodec.compress(image, target_psnr=31))
+    colours = mode.removesuffix("A")
+    assert decoded.mode == mode
+    assert psnr(image.convert(colours), decoded.convert(colours)) == pytest.approx(31, abs=0.1)
 
 
 def test_unreachable_target_keeps_the_smallest_file(photo):

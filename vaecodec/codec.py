@@ -160,10 +160,10 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
     path to `.vae` bytes.
 
     Give at most one of: `quality` 1 (smallest) … 100 (best), default 75; `target_bpp` (bits per
-    pixel of the file, within 3 %), `target_psnr` (dB over RGB, within 0.1 dB) or `max_bytes`
-    (at most that, and no more than 5 % below), which search the quality (`rate.search`: out of
-    reach, the nearest file and a TargetWarning; with `strict`, a CodecError). The ICC profile,
-    EXIF and XMP of a PIL image or a file are kept unless `strip`. `effort` 1 … 3 refines the
+    pixel of the file, within 3 %), `target_psnr` (dB over the decoded image's RGB, or its grey,
+    within 0.1 dB) or `max_bytes` (at most that, and no more than 5 % below), which search the
+    quality (`rate.search`: out of reach, the nearest file and a TargetWarning; with `strict`, a
+    CodecError). The ICC profile, EXIF and XMP of a PIL image or a file are kept unless `strip`. `effort` 1 … 3 refines the
     latents for this image (refine.py: smaller files at the same quality, 10·effort gradient
     steps; 0, the default: the analysis transform's latents as they are). The transforms run
     on `device` ('auto': CUDA when available, 'cpu', 'cuda') in `precision` ('auto': bf16 inner
@@ -218,6 +218,7 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
         del rgb  # not needed by the coding: 72 MB of a 24 MP photo
         return encode(quality, last=True)[0]
     target, = targets
+    reference = images.delivered_colours(rgb, mode)  # rgb's grey, for a grey image
 
     def probe(quality):
         data, y_hat = encode(quality)
@@ -225,7 +226,8 @@ def compress(image, quality=None, *, target_bpp=None, target_psnr=None, max_byte
             return data, len(data)
         if target.kind == "bpp":
             return data, 8 * len(data) / (width * height)
-        return data, psnr(rgb, pixels(codec, y_hat, quality, width, height, transforms))
+        decoded = pixels(codec, y_hat, quality, width, height, transforms)
+        return data, psnr(reference, images.delivered_colours(decoded, mode))
 
     return rate.search(probe, target, strict)[0]
 

@@ -163,11 +163,16 @@ def _frames(image):
         return 1
 
 
+def delivered_colours(rgb, mode):
+    """The colour channels of a decoded image as `join_channels` delivers them: `rgb` itself, or
+    for the grey modes (L, LA) Pillow's grey of it, which a PSNR target must measure: a grey
+    image's RGB reconstruction is noisier than the grey it averages to (0.2-0.8 dB)."""
+    return np.asarray(Image.fromarray(rgb, "RGB").convert("L")) if mode in ("L", "LA") else rgb
+
+
 def join_channels(rgb, alpha, mode, metadata):
     """Inverse of `split_channels`: a PIL image in `mode`, with `metadata` in its `info`."""
-    image = Image.fromarray(rgb, "RGB")
-    if mode in ("L", "LA"):
-        image = image.convert("L")
+    image = Image.fromarray(delivered_colours(rgb, mode))
     if alpha is not None:
         image.putalpha(Image.fromarray(alpha, "L"))
     image.info.update(pillow_info(metadata))

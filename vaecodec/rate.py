@@ -25,8 +25,8 @@ MAX_EFFORT = 3
 
 @dataclass(frozen=True)
 class Target:
-    """What to aim for. kind: "bpp" (bits per pixel of the whole file) and "psnr" (dB, over RGB)
-    aim at `value`; "bytes" is a budget: at most `value` bytes."""
+    """What to aim for. kind: "bpp" (bits per pixel of the whole file) and "psnr" (dB, of the RGB
+    or grey decoded) aim at `value`; "bytes" is a budget: at most `value` bytes."""
 
     kind: str
     value: float
