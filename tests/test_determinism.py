@@ -94,3 +94,20 @@ def test_loaded_model_holds_exactly_the_files_tensors(name):
     stored = weights.read(path)["state_dict"]
     assert loaded.keys() == stored.keys()
     assert all(torch.equal(loaded[key], stored[key].to(loaded[key].dtype)) for key in stored)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda state: state.update(format=3), "unsupported weights format 3"),
+    # Strict loading: the model was built without its random start (above), so a tensor the
+    # file lacks would be left as whatever memory held.
+    (lambda state: state["state_dict"].pop("analysis.0.weight"),
+     r"cannot load weights .*: Error\(s\) in loading state_dict for VAE: Missing key\(s\) in "
+     'state_dict: "analysis.0.weight"'),
+])
+def test_weights_of_another_format_or_missing_a_tensor_are_refused(tmp_path, damage, message):
+    state = torch.load(weights.default_path(), weights_only=True)
+    damage(state)
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(weights.CodecError, match=message) as refused:
+        weights.Codec(tmp_path / "w.pt")
+    assert "\n" not in str(refused.value)  # one line, as the command shows it

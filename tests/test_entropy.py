@@ -110,6 +110,30 @@ def test_passes_follow_one_another_with_their_escapes(loaded):
         assert np.array_equal(decoder.decode(table), values)
 
 
+def test_the_escape_range_reaches_exactly_as_far_as_format_md_says(loaded):
+    """Values up to ESCAPE_RANGE − 1 beyond a table's ends round-trip; one further is refused
+    with the coder's one-line error, not constriction's own."""
+    tables, table = loaded.y_tables, np.zeros(1, np.int64)
+    low = int(tables.lows[0])
+    high = low + len(tables.pmfs[0]) - 1
+    for value in (low - entropy.ESCAPE_RANGE + 1, high + entropy.ESCAPE_RANGE - 1):
+        data = entropy.encode(np.array([value]), table, tables)
+        assert entropy.decode(data, table, tables)[0] == value
+    for value in (low - entropy.ESCAPE_RANGE, high + entropy.ESCAPE_RANGE):
+        with pytest.raises(CodecError, match="out of the coder's range"):
+            entropy.encode(np.array([value]), table, tables)
+
+
+def test_gaussian_tables_are_those_of_the_shipped_weights(loaded):
+    """An export tabulates the y tables afresh: they must be the ones every file was coded
+    with, each end symbol holding at most TAIL_MASS / 2."""
+    fresh, shipped = entropy.gaussian_tables(), loaded.y_tables
+    assert np.array_equal(fresh.lows, shipped.lows)
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.pmfs, shipped.pmfs, strict=True))
+    for pmf in fresh.pmfs:
+        assert pmf[0] <= entropy.TAIL_MASS / 2 and pmf[-1] <= entropy.TAIL_MASS / 2
+
+
 @pytest.mark.parametrize("far", [entropy.ESCAPE_RANGE + 100, 2 ** 32 + 3, -(2 ** 40)])
 def test_values_beyond_the_escape_range_are_refused(loaded, far):
     """Also those that the coder's int32 would wrap into range (2^32 + 3 to 3)."""

@@ -15,7 +15,7 @@ from PIL import Image, ImageCms
 import vaecodec
 from vaecodec import images
 from vaecodec.errors import ConversionWarning
-from vaecodec.bitstream import MODES
+from vaecodec.bitstream import MODES, Bitstream
 from vaecodec.images import WRITTEN, encode_image, read_image, split_channels
 
 D50 = b"".join(struct.pack(">i", round(v * 65536)) for v in (0.9642, 1.0, 0.8249))
@@ -116,6 +116,12 @@ def test_grey_modes_become_l_and_colour_ones_rgb(mode, expected, name):
     assert notes == [f"converted {name} image to {expected}"]
 
 
+def test_sixteen_bit_grey_is_divided_by_257():
+    levels = Image.fromarray(np.array([[0, 257, 25700, 51400, 65535]], np.uint16))
+    (_, _, _, rgb), _ = stored(levels)
+    assert rgb[0, :, 0].tolist() == [0, 1, 100, 200, 255]
+
+
 def test_sixteen_bit_transparency_becomes_alpha():
     """A 16-bit grey PNG whose tRNS chunk makes one value transparent."""
     wide = np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21
@@ -154,6 +160,29 @@ def test_a_grey_profile_stays_with_grey_pixels():
     png = saved(wide, "PNG", icc_profile=grey_profile())
     (mode, profile, _, _), _ = stored(Image.open(io.BytesIO(png)))
     assert (mode, profile) == ("L", grey_profile())
+    grey_with_alpha = Image.new("LA", (8, 8))
+    grey_with_alpha.info["icc_profile"] = grey_profile()
+    (mode, profile, _, _), notes = stored(grey_with_alpha)
+    assert (mode, profile, notes) == ("LA", grey_profile(), [])
+
+
+def test_exif_without_jpegs_prefix_is_kept_whole():
+    """Pillow gives some images' EXIF as the TIFF block alone (II*\\0 …), without the
+    `Exif\\0\\0` of JPEG's segment: it is stored as it is."""
+    exif = Image.Exif()
+    exif[0x010F] = "Maker"
+    block = exif.tobytes()[6:]
+    assert block[:4] in (b"II*\0", b"MM\0*")
+    image = Image.new("RGB", (8, 8))
+    image.info["exif"] = block
+    assert Bitstream.from_bytes(vaecodec.compress(image)).exif == block
+
+
+def test_an_opened_image_is_measured_before_its_pixels_are_read(monkeypatch):
+    image = Image.open(io.BytesIO(saved(Image.new("RGB", (64, 64)), "PNG")))
+    monkeypatch.setattr(images, "_loaded", lambda image: pytest.fail("pixels read"))
+    with pytest.raises(vaecodec.CodecError, match="exceeds the limit"):
+        vaecodec.compress(image, max_pixels=1000)
 
 
 @pytest.mark.parametrize("mode,profile,space", [

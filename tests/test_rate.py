@@ -41,14 +41,43 @@ def test_search_lands_within_the_promise_in_few_probes(kind, value):
     assert len(calls) == 3 and all(1 <= q <= 100 for q in calls)
 
 
-def test_budget_is_never_exceeded_when_it_can_be_kept():
+@pytest.mark.parametrize("budget", [450, 480])
+def test_budget_is_never_exceeded_when_it_can_be_kept(budget):
+    """Even where the file over it is nearer (500 bytes against a budget of 480)."""
     def steps(quality):  # big jumps: nothing lands within 5 % under the budget
         return 100.0 * (1 + quality // 10)
 
     probe, _ = probe_of(steps)
     with pytest.warns(TargetWarning, match="missed"):
-        _, quality = rate.search(probe, rate.Target("bytes", 450))
+        _, quality = rate.search(probe, rate.Target("bytes", budget))
     assert steps(quality) == 400
+
+
+def test_a_search_that_interpolates_badly_falls_back_to_bisection():
+    """A curve flat up to quality 50, then steep: interpolating alone creeps towards the target
+    (thousands of probes); with a bisection step whenever the bracket did not halve, at most
+    twice bisection's 14."""
+    probe, calls = probe_of(lambda quality: 20 + 1000 * max(0.0, quality - 50))
+    rate.search(probe, rate.Target("psnr", 20.05))
+    assert len(calls) <= 28
+
+
+def test_the_promised_tolerances():
+    assert rate.Target("bpp", 1.0).bounds() == pytest.approx((0.97, 1.03))
+    assert rate.Target("psnr", 30).bounds() == pytest.approx((29.9, 30.1))
+    assert rate.Target("bytes", 1000).bounds() == pytest.approx((950, 1000))
+    probe, _ = probe_of(lambda quality: 0.96 if quality < 50 else 1.04)  # 4 % either side
+    with pytest.warns(TargetWarning, match="a target of 1.0000 bpp is missed"):
+        rate.search(probe, rate.Target("bpp", 1.0))
+
+
+def test_a_jump_just_above_quality_1_is_missed_not_out_of_reach():
+    """Quality 1 falls below the target and everything above it over: the target lies between
+    two qualities, not below quality 1, and the file kept is one of the nearer ones."""
+    probe, _ = probe_of(lambda quality: 0.9 if quality == 1 else 1.1)
+    with pytest.warns(TargetWarning, match="is missed: quality .* gives 1.1000 bpp"):
+        _, quality = rate.search(probe, rate.Target("bpp", 1.05))
+    assert quality > 1
 
 
 @pytest.mark.parametrize("value,quality,message", [

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import vaecodec
-from vaecodec import codec, tiles, weights
+from vaecodec import codec, compute, tiles, weights
 from vaecodec.bitstream import Bitstream
 
 from conftest import SAMPLE, psnr, tiles_of
@@ -106,6 +106,28 @@ def test_sixteen_bit_is_scaled_not_clipped():
     with pytest.warns(UserWarning):
         out = vaecodec.decompress(vaecodec.compress(wide, quality=90))
     assert np.asarray(out).min() > 200
+
+
+def test_padding_repeats_the_edges(photo):
+    """FORMAT.md: the image is padded to multiples of 64 by repeating its last row and column,
+    so an image and its edge-padded copy code to the same latents."""
+    loaded = weights.load()
+    fp32 = compute.transforms(loaded.model, "cpu", "fp32")
+    rgb = np.ascontiguousarray(np.asarray(photo)[:50, :77])
+    edged = np.pad(rgb, ((0, 14), (0, 51), (0, 0)), mode="edge")
+    z, _, _, _, y_section = codec.latents(loaded, rgb, 60, fp32)
+    z_edged, _, _, _, y_edged = codec.latents(loaded, edged, 60, fp32)
+    assert np.array_equal(z, z_edged) and y_section == y_edged
+
+
+def test_the_quality_coded_is_the_quality_stored(photo, monkeypatch):
+    """A quality between hundredths codes with the gains of the one the header stores, which
+    the decoder applies."""
+    seen, at_quality = [], codec.at_quality
+    monkeypatch.setattr(codec, "at_quality", lambda c, features, quality, **kwargs: (
+        seen.append(quality), at_quality(c, features, quality, **kwargs))[1])
+    data = vaecodec.compress(photo.crop((0, 0, 64, 64)), quality=50.123)
+    assert seen == [Bitstream.from_bytes(data).quality] == [50.12]
 
 
 def test_exif_orientation_is_applied(photo):

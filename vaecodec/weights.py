@@ -122,8 +122,9 @@ class Codec:
             self.z_tables = entropy.Tables.from_state(state["z_tables"])
         except CodecError as error:
             raise CodecError(f"{path}: {error}") from None
-        except Exception as error:
-            raise CodecError(f"cannot load weights {path}: {error}") from None
+        except Exception as error:  # torch's messages run over several lines: one here
+            raise CodecError(f"cannot load weights {path}: {' '.join(str(error).split())}") \
+                from None
         self.model.eval().requires_grad_(False)
         # oneDNN decodes about 15 % faster with the big transforms' weights channels-last (their
         # outputs follow). Only the float transforms change layout: the exact prior does not.
