@@ -255,7 +255,8 @@ def test_kill_gives_a_clean_exit(folder, jobs):
 
 
 # Runs the command with a signal sent to itself at a chosen moment: while click is imported,
-# while the output file is being renamed into place, or once the command has finished.
+# while the output file is being renamed into place (or failing to be), or once the command has
+# finished.
 SIGNAL_AT = """
 import os, signal, sys
 moment, argv = sys.argv[1], sys.argv[2:]
@@ -272,6 +273,11 @@ if moment == "import":
 elif moment == "rename":
     replace = os.replace
     os.replace = lambda *args: (kill(), replace(*args))
+elif moment == "failed rename":  # the signal comes as the rename fails: the disk is full
+    def replace(*args):
+        kill()
+        raise OSError(28, "No space left on device")
+    os.replace = replace
 elif moment == "end":
     import click
     invoke = click.Group.invoke
@@ -282,7 +288,8 @@ main()
 """
 
 
-@pytest.mark.parametrize("moment,written", [("import", False), ("rename", True), ("end", True)])
+@pytest.mark.parametrize("moment,written", [("import", False), ("rename", True),
+                                            ("failed rename", False), ("end", True)])
 def test_kill_at_any_moment_gives_one_line_and_whole_files(folder, moment, written):
     result = subprocess.run([sys.executable, "-c", SIGNAL_AT, moment, "compress",
                              str(folder / "a.png")], capture_output=True, timeout=60)

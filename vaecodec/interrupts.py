@@ -51,8 +51,8 @@ def shielded():
     _shields += 1
     try:
         yield
-    finally:
+    finally:  # a block that fails (a write with the disk full) delivers the signal too
         _shields -= 1
-    if _pending is not None and not _shields:
-        signum, _pending = _pending, None
-        _on_signal(signum, None)
+        if _pending is not None and not _shields:
+            signum, _pending = _pending, None
+            _on_signal(signum, None)
