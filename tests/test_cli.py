@@ -19,6 +19,7 @@ from PIL import Image
 
 import vaecodec
 from vaecodec.bitstream import Bitstream
+from vaecodec import files
 from vaecodec.cli import main
 
 
@@ -926,3 +927,60 @@ def test_a_batch_outside_a_terminal_says_what_it_does(folder):
     assert result.stderr.splitlines() == ["compressing 2 files", "2 of 2 files done"]
     result = run("decompress", folder / "vae", "-o", folder / "png")
     assert result.stderr.splitlines() == ["decompressing 2 files", "2 of 2 files done"]
+
+
+def test_several_files_cannot_go_to_stdout(folder):
+    result = run("compress", folder / "a.png", folder / "b.jpg", "-o", "-")
+    assert result.exit_code == 2 and "cannot write several files to stdout" in result.stderr
+    assert result.stdout == ""
+
+
+def test_an_internal_error_is_one_line_and_the_batch_goes_on(folder, monkeypatch):
+    """A bug in one file's conversion (its message over two lines) fails that file alone."""
+    compress = files.compress
+
+    def buggy(data, *args, **kwargs):
+        if data.startswith(b"\x89PNG"):
+            raise RuntimeError("first line\nsecond line")
+        return compress(data, *args, **kwargs)
+
+    monkeypatch.setattr(files, "compress", buggy)
+    result = run("compress", folder, "-o", folder / "out")
+    assert_one_line_error(result, "a.png", "internal error (RuntimeError: first line)")
+    assert "second line" not in result.stderr and "1 of 2 files done, 1 failed" in result.stderr
+    assert sorted(p.name for p in (folder / "out").iterdir()) == ["b.vae"]
+
+
+@pytest.mark.parametrize("failing,error,message", [
+    ("os.replace", OSError(28, "No space left on device"), "cannot write"),
+    ("pathlib.Path.read_bytes", PermissionError(13, "Permission denied"), "cannot read"),
+])
+def test_what_the_system_refuses_is_named(folder, monkeypatch, failing, error, message):
+    """Not an internal error: the system's reason, and no temporary file left (tests run as
+    root here, so the errors are made up)."""
+    vaecodec.weights.load()  # read before reads fail
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(failing, refuse)
+    result = run("compress", folder / "a.png")
+    assert_one_line_error(result, "a.png", f"{message}", f"({error.strerror})")
+    assert "internal error" not in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.jpg"]
+
+
+def test_each_files_notes_come_back_from_its_worker(folder):
+    Image.open(folder / "a.png").convert("CMYK").save(folder / "c.tif")
+    result = run("compress", folder, "-o", folder / "out", "--jobs", 2)
+    assert result.exit_code == 0, result.stderr
+    assert "c.tif: converted CMYK image to RGB" in result.stderr
+    assert sorted(p.name for p in (folder / "out").iterdir()) == ["a.vae", "b.vae", "c.vae"]
+
+
+def test_stdin_among_the_inputs_keeps_a_batch_in_the_command(folder):
+    """Workers cannot read the command's stdin: with --jobs, such a batch runs as without."""
+    result = run("compress", "-", folder / "b.jpg", "-o", folder / "out", "--jobs", 2,
+                 input=(folder / "a.png").read_bytes())
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (folder / "out").iterdir()) == ["b.vae", "stdin.vae"]
