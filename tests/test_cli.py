@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -50,7 +51,22 @@ def test_compress_then_decompress(folder):
     assert run("decompress", folder / "a.vae", "-o", folder / "out.png").exit_code == 0
     assert Image.open(folder / "out.png").size == Image.open(folder / "a.png").size
     assert (folder / "a.png").read_bytes() == original
-    assert oct(os.stat(folder / "a.vae").st_mode & 0o777) != "0o600"
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o027, 0o640)])
+def test_outputs_are_written_beside_their_target_with_the_usual_permissions(folder, umask,
+                                                                             mode):
+    """The temporary file is made in the target's folder (a rename across file systems fails),
+    and given what the user's umask gives a new file (mkstemp makes it 0600)."""
+    script = ("import os, sys; from vaecodec.__main__ import main; replace = os.replace; "
+              "os.replace = lambda a, b: (print(os.path.dirname(a)), replace(a, b)); "
+              "sys.argv = ['vaecodec', 'compress', sys.argv[1]]; main()")
+    done = subprocess.run([sys.executable, "-c", script, str(folder / "a.png")],
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: os.umask(umask))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(folder)
+    assert os.stat(folder / "a.vae").st_mode & 0o777 == mode
 
 
 def test_version_is_the_packages_in_the_command_and_the_module():
@@ -210,6 +226,44 @@ def test_info_shows_header(folder):
     size = (folder / "a.vae").stat().st_size
     assert f"128×96 RGB, quality 33, {size} bytes" in result.stdout
     assert f"{8 * size / (128 * 96):.4f} bpp" in result.stdout
+
+
+def test_verbose_says_what_each_file_gave_without_a_progress_bar(folder):
+    result = run("compress", folder, "-o", folder / "out", "-v")
+    assert result.exit_code == 0 and "compressing 2 files" not in result.stderr
+    assert re.search(r"a.png: \d+ bytes, [\d.]+ bpp, quality 75", result.stderr)
+
+
+@pytest.mark.parametrize("raised,message", [
+    (MemoryError(), "out of memory (try a smaller image)"),
+    (DeprecationWarning("a library's own warning"), None),
+])
+def test_what_a_file_raises_or_warns_is_told_as_users_need(folder, monkeypatch, raised, message):
+    """Running out of memory says what to do; a warning that is not a vaecodec note (a
+    library's deprecation) is no `note:` line."""
+    compress = files.compress
+
+    def raising(*args, **kwargs):
+        if isinstance(raised, Warning):
+            warnings.warn(raised)
+            return compress(*args, **kwargs)
+        raise raised
+
+    monkeypatch.setattr(files, "compress", raising)
+    result = run("compress", folder / "a.png")
+    if message:
+        assert_one_line_error(result, f"a.png: {message}")
+    else:
+        assert result.exit_code == 0 and "note:" not in result.stderr
+
+
+def test_info_reads_stdin_once_and_names_it_as_errors_do(folder):
+    run("compress", folder / "a.png", "-q", 33)
+    data = (folder / "a.vae").read_bytes()
+    assert run("info", "-", input=data).stdout.startswith("<stdin>: 128×96 RGB, quality 33")
+    result = run("info", "-", "-", input=data)
+    assert result.exit_code == 2 and "- (stdin) can be given only once" in result.stderr
+    assert_one_line_error(run("info", "-", input=b"junk"), "<stdin>: not a vaecodec file")
 
 
 def test_conversion_note_goes_to_stderr(folder):
@@ -464,6 +518,7 @@ def test_unreachable_budget_notes_or_fails_under_strict(folder):
 def test_quiet_shows_errors_only(folder):
     Image.fromarray(np.zeros((8, 8, 4), np.uint8), "CMYK").save(folder / "c.tif")
     (folder / "bad.png").write_bytes(b"not an image")
+    (folder / "within").mkdir()  # not searched without -r: a note, but not under --quiet
     result = run("compress", folder, "-o", folder / "out", "--quiet")
     assert_one_line_error(result, "bad.png")
     assert result.stderr.count("\n") == 1
@@ -558,8 +613,11 @@ def test_skip_existing_resumes_a_batch(folder):
     assert Bitstream.from_bytes((folder / "vae" / "b.vae").read_bytes()).mode == "L"
     result = run("decompress", folder / "vae" / "b.vae", "--skip-existing")
     assert result.exit_code == 0 and (folder / "vae" / "b.png").exists()
-    result = run("compress", folder, "-o", folder / "vae", "--skip-existing")
+    result = run("compress", folder, "-o", folder / "vae", "--skip-existing", "-v")
     assert result.exit_code == 0 and "0 of 0 files done, 2 skipped" in result.stderr
+    assert f"a.png: skipped, {folder / 'vae' / 'a.vae'} exists" in result.stderr
+    result = run("compress", folder / "a.png", "-o", folder / "a.png", "--skip-existing")
+    assert_one_line_error(result, "input and output are the same file")  # not skipped: it is
     result = run("compress", folder, "-o", folder / "vae", "--skip-existing", "--force")
     assert result.exit_code == 2 and "only one of --force and --skip-existing" in result.stderr
     (folder / "vae" / "a.vae").unlink()
