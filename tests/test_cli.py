@@ -805,10 +805,11 @@ def test_every_command_has_examples_and_says_what_it_does():
 
 
 # Runs the command with files.compress replaced: the worker converting a file that starts with
-# "die" is killed, as the kernel's OOM killer would. It is replaced as this file is imported, so
-# in spawned workers too, which import it again (as __mp_main__).
+# "die" is killed, as the kernel's OOM killer would; one that starts with "slow" says "slow" and
+# takes ten minutes. It is replaced as this file is imported, so in spawned workers too, which import it
+# again (as __mp_main__).
 DIES = """
-import os, signal, sys
+import os, signal, sys, time
 
 from vaecodec import files, workers
 
@@ -820,6 +821,9 @@ if "CORES" in os.environ:  # more cores than jobs: the workers are spawned, not 
 def compress_or_die(data, *args, **kwargs):
     if data.startswith(b"die"):
         os.kill(os.getpid(), signal.SIGKILL)
+    if data.startswith(b"slow"):
+        print("slow", file=sys.stderr, flush=True)
+        time.sleep(600)
     return compress(data, *args, **kwargs)
 
 
@@ -856,6 +860,26 @@ def test_a_worker_that_dies_fails_its_files_and_the_batch_goes_on(folder, tmp_pa
     assert Bitstream.from_bytes((folder / "out" / "c.vae").read_bytes()).width == 128
 
 
+def test_a_signal_stops_busy_workers_at_once(folder, tmp_path_factory):
+    """The command ends at once, its workers with it, not once their files are done."""
+    script = tmp_path_factory.mktemp("script") / "dies.py"
+    script.write_text(DIES)
+    for name in ("a", "b"):
+        (folder / f"{name}-slow.png").write_bytes(b"slow")
+    process = subprocess.Popen([sys.executable, str(script), "compress", str(folder), "-o",
+                                str(folder / "out"), "--jobs", "2"], stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        assert process.stderr.readline() == b"compressing 4 files\n"
+        assert [process.stderr.readline() for _ in range(2)] == [b"slow\n"] * 2  # both busy
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)  # not the workers' ten minutes
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 1 and stderr.strip() == b"Aborted!"
+
+
 def read_fifo(fifo, command):
     """`command()`'s result, and what it wrote into the FIFO `fifo`, which a thread reads."""
     received = []
@@ -885,7 +909,8 @@ def test_a_link_to_stdout_is_written_through_and_kept(folder):
     link = folder / "stdout"
     link.symlink_to("/proc/self/fd/1")
     for force in ((), ("--force",)):
-        with open(folder / "sent.vae", "wb") as sent:
+        (folder / "sent.vae").write_bytes(bytes(100_000))  # truncated by the command, not here
+        with open(folder / "sent.vae", "r+b") as sent:
             done = subprocess.run([sys.executable, "-m", "vaecodec", "compress", folder / "a.png",
                                    "-o", link, *force], stdout=sent, stderr=subprocess.PIPE)
         assert done.returncode == 0, done.stderr
