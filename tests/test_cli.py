@@ -1067,3 +1067,22 @@ def test_stdin_among_the_inputs_keeps_a_batch_in_the_command(folder):
                  input=(folder / "a.png").read_bytes())
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in (folder / "out").iterdir()) == ["b.vae", "stdin.vae"]
+
+
+def test_only_the_files_in_a_folder_are_read(folder):
+    """A FIFO named like an image (reading it would wait for a writer) and a link to nothing
+    are not files: left out, as are folders."""
+    os.mkfifo(folder / "pipe.png")
+    (folder / "gone.png").symlink_to(folder / "nothing.png")
+    done = subprocess.run([sys.executable, "-m", "vaecodec", "compress", folder, "-o",
+                           folder / "out"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "2 of 2 files done" in done.stderr, done.stderr
+    assert sorted(p.name for p in (folder / "out").iterdir()) == ["a.vae", "b.vae"]
+
+
+def test_a_closed_stdin_is_named(folder):
+    done = subprocess.run([sys.executable, "-m", "vaecodec", "compress", "-", "-o",
+                           folder / "x.vae"], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: os.close(0))
+    assert (done.returncode, done.stderr) == (1, "error: <stdin>: stdin is closed\n")
+    assert not (folder / "x.vae").exists()
