@@ -700,7 +700,7 @@ def info(inputs, as_json, recursive):
         data = _read(source)
         stream = Bitstream.from_bytes(data, max_pixels=2 ** 64, max_metadata=2 ** 64)
         fields = {
-            "file": str(source), "format_version": VERSION, "width": stream.width,
+            "file": _name(source), "format_version": VERSION, "width": stream.width,
             "height": stream.height, "mode": stream.mode, "quality": stream.quality,
             "bytes": len(data), "bpp": round(8 * len(data) / (stream.width * stream.height), 6),
             "model_id": stream.model_id.hex(),
@@ -709,10 +709,11 @@ def info(inputs, as_json, recursive):
                              if (size := fields[f"{field}_bytes"]))
         with _to_stdout():
             click.echo(json.dumps(fields, ensure_ascii=False) if as_json else
-                       f"{source}: {stream.width}×{stream.height} {stream.mode}, "
+                       f"{_name(source)}: {stream.width}×{stream.height} {stream.mode}, "
                        f"quality {stream.quality:g}, {len(data)} bytes, {fields['bpp']:.4f} bpp, "
                        f"model {stream.model_id.hex()}" + (f", {metadata}" if metadata else ""))
 
+    _stdin_once(inputs)
     found, problems = _expand(inputs, (".vae",), recursive)
     _run(Plan([(path, STDIO) for path, _ in found], False, problems=tuple(problems)), work,
          force=True)
