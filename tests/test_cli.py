@@ -310,8 +310,8 @@ def test_kill_gives_a_clean_exit(folder, jobs):
 
 
 # Runs the command with a signal sent to itself at a chosen moment: while click is imported,
-# while the output file is being renamed into place (or failing to be), or once the command has
-# finished.
+# while the output file is being renamed into place (or failing to be), once the command has
+# finished, as the process exits, or twice, the second while the first is handled.
 SIGNAL_AT = """
 import os, signal, sys
 moment, argv = sys.argv[1], sys.argv[2:]
@@ -333,6 +333,20 @@ elif moment == "failed rename":  # the signal comes as the rename fails: the dis
         kill()
         raise OSError(28, "No space left on device")
     os.replace = replace
+elif moment == "exit":  # as the exit handlers run: the outcome is settled
+    import atexit
+    atexit.register(kill)
+elif moment == "twice":  # a second signal while the first one's clean-up is stuck
+    import click, time
+
+    def invoke(*args):
+        try:
+            kill()
+        except KeyboardInterrupt:
+            kill()
+            time.sleep(600)
+
+    click.Group.invoke = invoke
 elif moment == "end":
     import click
     invoke = click.Group.invoke
@@ -353,6 +367,20 @@ def test_kill_at_any_moment_gives_one_line_and_whole_files(folder, moment, writt
         (["a.png", "a.vae", "b.jpg"] if written else ["a.png", "b.jpg"])
     if written:  # the signal was held back until the file was complete and in place
         assert Bitstream.from_bytes((folder / "a.vae").read_bytes()).width == 128
+
+
+def test_a_signal_once_the_outcome_is_settled_changes_nothing(folder):
+    result = subprocess.run([sys.executable, "-c", SIGNAL_AT, "exit", "compress",
+                             str(folder / "a.png")], capture_output=True, timeout=120)
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert Bitstream.from_bytes((folder / "a.vae").read_bytes()).width == 128
+
+
+def test_a_second_signal_ends_a_stuck_clean_up_at_once(folder):
+    result = subprocess.run([sys.executable, "-c", SIGNAL_AT, "twice", "compress",
+                             str(folder / "a.png")], capture_output=True, timeout=120)
+    assert result.returncode == -signal.SIGTERM  # as without a handler, not the clean exit
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.jpg"]
 
 
 def test_jobs_give_the_same_files_and_report_as_one_process(folder):
